@@ -1,0 +1,210 @@
+package autoscaler
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"tandem/internal/manifest"
+)
+
+// Params are a deployment's scaling settings (from manifest.Scaling, defaults set).
+type Params struct {
+	Min, Max       int
+	Target         float64       // target in-flight requests per instance (>0)
+	PanicThreshold float64       // e.g. 2.0: panic when panic-window demand >= 2x current ready size
+	StableWindow   time.Duration // e.g. 60s
+	PanicWindow    time.Duration // e.g. 6s
+	ScaleToZero    bool          // serverless with Min == 0
+	IdleTimeout    time.Duration // serverless: go to 0 after this long with no traffic
+}
+
+// ParamsFrom returns the scaling parameters of m, whose defaults must already
+// be set (manifest.SetDefaults). ScaleToZero is on for a serverless
+// deployment whose minimum is 0.
+func ParamsFrom(m *manifest.Manifest) Params {
+	s := m.Scaling
+	minimum := s.MinInstances()
+	return Params{
+		Min:            minimum,
+		Max:            s.Max,
+		Target:         s.TargetConcurrency,
+		PanicThreshold: s.PanicThreshold,
+		StableWindow:   s.StableWindow.D(),
+		PanicWindow:    s.PanicWindow.D(),
+		ScaleToZero:    m.Mode == manifest.Serverless && minimum == 0,
+		IdleTimeout:    s.IdleTimeout.D(),
+	}
+}
+
+// Metrics is what the controller observed, at `now`.
+type Metrics struct {
+	StableConcurrency float64   // average concurrency (in flight + queued) over the stable window
+	PanicConcurrency  float64   // same over the panic window
+	Ready             int       // ready instances
+	Starting          int       // instances started but not ready yet
+	Queued            int       // requests waiting for an instance right now
+	InFlight          int       // requests being served right now
+	LastActive        time.Time // last moment concurrency (in flight + queued) was > 0
+}
+
+// State is carried from one decision to the next by the caller (zero value to start).
+type State struct {
+	// PanicSince is when panic mode began; zero when not panicking.
+	PanicSince time.Time
+	// PanicPeak is the largest size (before clamping) asked for during
+	// the current panic; 0 when not panicking.
+	PanicPeak int
+}
+
+// Reasons say which rule decided a Decision. They are constants so that
+// Decide does not allocate; Decision.String adds the numbers.
+const (
+	ReasonStable   = "stable"         // ceil(stable concurrency / target)
+	ReasonPanic    = "panic"          // max(ceil(panic concurrency / target), peak, current)
+	ReasonQueued   = "queued"         // a request waits, so at least one instance
+	ReasonIdle     = "idle"           // serverless, no traffic for the idle timeout
+	ReasonNoDemand = "no demand"      // serverless, no instances and nothing waiting
+	ReasonKeepWarm = "not idle yet"   // serverless, keeps one until the idle timeout
+	ReasonMin      = "clamped to min" // raised to Params.Min
+	ReasonMax      = "clamped to max" // lowered to Params.Max
+)
+
+// Decision is what Decide wants the deployment's size to be.
+type Decision struct {
+	Desired int
+	Panic   bool
+	Reason  string // short, for status and debug logs: one of the Reason constants; String gives the numbers
+
+	// Wanted is the size before clamping to [Min, Max].
+	Wanted int
+	// Observed is the concurrency that decided the size: the stable or
+	// panic average.
+	Observed float64
+	// Target is the target concurrency per instance that was used.
+	Target float64
+	// Idle is how long the deployment had been without traffic, set for
+	// ReasonIdle and ReasonKeepWarm.
+	Idle time.Duration
+}
+
+// String formats d for status and debug logs, for example
+// "stable 3.2/1 -> 4", "panic 50.0/1 -> 50", "idle 31s -> 0" or
+// "clamped to max 4 (wanted 50)". It allocates; Decide does not call it.
+func (d Decision) String() string {
+	switch d.Reason {
+	case ReasonStable, ReasonPanic:
+		return fmt.Sprintf("%s %.1f/%g -> %d", d.Reason, d.Observed, d.Target, d.Desired)
+	case ReasonIdle:
+		return fmt.Sprintf("idle %s -> 0", d.Idle.Round(time.Second))
+	case ReasonKeepWarm:
+		return fmt.Sprintf("not idle yet (%s) -> %d", d.Idle.Round(time.Second), d.Desired)
+	case ReasonMin, ReasonMax:
+		return fmt.Sprintf("%s %d (wanted %d)", d.Reason, d.Desired, d.Wanted)
+	default:
+		return fmt.Sprintf("%s -> %d", d.Reason, d.Desired)
+	}
+}
+
+const (
+	// defaultTarget and defaultPanicThreshold stand in for values that are
+	// not positive, so that hand-built Params cannot divide by zero or
+	// panic on every tick.
+	defaultTarget         = manifest.DefaultTargetConcurrency
+	defaultPanicThreshold = manifest.DefaultPanicThreshold
+	// maxWanted bounds a size computed from a float, so that absurd inputs
+	// cannot overflow int.
+	maxWanted = math.MaxInt32
+	// ceilSlack absorbs float noise: 2.0000001 requests per target is 2
+	// instances, not 3.
+	ceilSlack = 1e-6
+)
+
+// Decide returns the size a deployment should have at now, given its
+// parameters, the metrics observed at now and the state returned by the
+// previous call (the zero State for the first call). It is a pure
+// function: it does not block, allocate or read a clock, and is safe to
+// call from any goroutine.
+//
+// The rules, in order: the stable window decides (ceil(stable/target)),
+// unless panic mode is on, where the size never goes down; a queued
+// request means at least one instance; for scale-to-zero deployments,
+// an idle timeout with nothing in flight or queued means zero, an empty
+// deployment with no demand stays at zero, and one with instances keeps
+// at least one until the idle timeout; last, the size is clamped to
+// [Min, Max] (Max wins if Max < Min; Max <= 0 means no upper bound).
+func Decide(p Params, s State, m Metrics, now time.Time) (Decision, State) {
+	target := p.Target
+	if !(target > 0) {
+		target = defaultTarget
+	}
+	threshold := p.PanicThreshold
+	if !(threshold > 0) {
+		threshold = defaultPanicThreshold
+	}
+	current := max(0, m.Ready) + max(0, m.Starting)
+	readyForRatio := max(1, m.Ready)
+	over := m.PanicConcurrency/float64(readyForRatio) >= threshold*target*(1-ceilSlack)
+
+	switch {
+	case over && s.PanicSince.IsZero():
+		s.PanicSince = now
+	case !over && !s.PanicSince.IsZero() && now.Sub(s.PanicSince) >= p.StableWindow:
+		s = State{}
+	}
+
+	d := Decision{Target: target}
+	if !s.PanicSince.IsZero() {
+		want := max(wantFor(m.PanicConcurrency, target), s.PanicPeak, current)
+		s.PanicPeak = want
+		d.Desired, d.Panic, d.Reason, d.Observed = want, true, ReasonPanic, m.PanicConcurrency
+	} else {
+		d.Desired, d.Reason, d.Observed = wantFor(m.StableConcurrency, target), ReasonStable, m.StableConcurrency
+	}
+
+	if m.Queued > 0 && d.Desired < 1 {
+		d.Desired, d.Reason = 1, ReasonQueued
+	}
+
+	if p.ScaleToZero {
+		demand := m.InFlight > 0 || m.Queued > 0
+		idle := now.Sub(m.LastActive) // a zero LastActive reads as idle for ever
+		switch {
+		case !demand && idle >= p.IdleTimeout:
+			// No traffic for the idle timeout ends even a panic: panic
+			// guards against scaling down on a noisy signal, and there
+			// is no signal left.
+			d.Desired, d.Panic, d.Reason, d.Idle = 0, false, ReasonIdle, idle
+			s = State{}
+		case !demand && current == 0:
+			// The stable average of traffic that is over would otherwise
+			// start an instance nobody asked for.
+			d.Desired, d.Panic, d.Reason = 0, false, ReasonNoDemand
+			s = State{}
+		case current > 0 && d.Desired < 1:
+			d.Desired, d.Reason, d.Idle = 1, ReasonKeepWarm, idle
+		}
+	}
+
+	d.Wanted = d.Desired
+	if d.Desired < p.Min {
+		d.Desired, d.Reason = p.Min, ReasonMin
+	}
+	if p.Max > 0 && d.Desired > p.Max {
+		d.Desired, d.Reason = p.Max, ReasonMax
+	}
+	return d, s
+}
+
+// wantFor returns ceil(concurrency/target), reading NaN and negative
+// concurrency as 0 and ignoring float noise just above a whole number.
+func wantFor(concurrency, target float64) int {
+	if !(concurrency > 0) {
+		return 0
+	}
+	r := concurrency / target
+	if !(r < maxWanted) { // also catches +Inf
+		return maxWanted
+	}
+	return int(math.Ceil(r - ceilSlack))
+}

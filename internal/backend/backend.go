@@ -1,0 +1,130 @@
+// Package backend defines the contract every place that runs instances
+// implements: local processes, Docker containers and Kubernetes.
+//
+// The contract is small (Nomad's task driver, made smaller): start an
+// instance from a spec, wait for it to exit, stop it with a grace period,
+// and recover the instances an earlier tandem process left running.
+// Readiness is not the backend's business: the controller probes the
+// address a backend reports, the same way for every backend.
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"tandem/internal/manifest"
+)
+
+// Labels every backend attaches to what it starts, so that a later tandem
+// process can find, adopt or remove it.
+const (
+	LabelManaged    = "tandem.managed"
+	LabelDeployment = "tandem.deployment"
+	LabelRevision   = "tandem.revision"
+	LabelInstance   = "tandem.instance"
+)
+
+// Spec is what to start.
+type Spec struct {
+	// ID names the instance; unique across deployments. Chosen by the caller.
+	ID string
+	// Deployment is the manifest's name.
+	Deployment string
+	// Revision is the manifest's hash; instances of one revision are interchangeable.
+	Revision string
+	// Manifest is the full, validated manifest with defaults set. Read only.
+	Manifest *manifest.Manifest
+	// Env is added to the manifest's runtime.env (tandem's own variables).
+	Env map[string]string
+}
+
+// Instance is a started instance as a backend reports it.
+type Instance struct {
+	ID         string    `json:"id"`
+	Deployment string    `json:"deployment"`
+	Revision   string    `json:"revision"`
+	// Addr is host:port where the instance serves HTTP, reachable from tandem.
+	Addr      string    `json:"addr"`
+	StartedAt time.Time `json:"started_at"`
+	// Phases holds how long each step of Start took, in order (for example
+	// "exec" for a process, "create" and "start" for a container).
+	Phases []Phase `json:"phases,omitempty"`
+}
+
+// Phase is one timed step of starting an instance.
+type Phase struct {
+	Name     string        `json:"name"`
+	Duration time.Duration `json:"duration"`
+}
+
+// Exit says how an instance ended.
+type Exit struct {
+	// Code is the exit status, or -1 when the instance was killed by a signal.
+	Code int `json:"code"`
+	// Signal names the signal that killed it, if any.
+	Signal string `json:"signal,omitempty"`
+	// OOM is true when the instance was killed for exceeding its memory limit.
+	OOM bool `json:"oom,omitempty"`
+	// Err is set when the backend lost track of the instance.
+	Err error     `json:"-"`
+	At  time.Time `json:"at"`
+}
+
+func (e Exit) String() string {
+	switch {
+	case e.OOM:
+		return "killed: out of memory (exceeded resources.memory)"
+	case e.Err != nil:
+		return "lost: " + e.Err.Error()
+	case e.Signal != "":
+		return "killed by signal " + e.Signal
+	default:
+		return fmt.Sprintf("exited with code %d", e.Code)
+	}
+}
+
+// Backend runs instances. All methods are safe to call concurrently.
+type Backend interface {
+	// Name is the backend's name as written in a manifest ("process").
+	Name() string
+	// Start starts an instance and returns once it has been started (not
+	// once it is ready). It honours ctx while starting; once Start returns,
+	// the instance runs until Stop or until it exits by itself.
+	Start(ctx context.Context, spec Spec) (Instance, error)
+	// Wait returns a channel that receives exactly one Exit when the
+	// instance ends, for any reason, then is closed. It does not block.
+	// It fails with ErrNotFound for an unknown id.
+	Wait(id string) (<-chan Exit, error)
+	// Stop asks the instance to end (SIGTERM or the engine's equivalent),
+	// and kills it once grace has passed. It blocks until the instance has
+	// ended or ctx is done. Stopping an instance that already ended is not
+	// an error.
+	Stop(ctx context.Context, id string, grace time.Duration) error
+	// List returns the instances this backend is tracking.
+	List(ctx context.Context) ([]Instance, error)
+	// Recover finds instances left running by an earlier tandem process with
+	// the same data directory, starts tracking them (Wait and Stop work on
+	// them afterwards) and returns them. The caller adopts or stops each.
+	Recover(ctx context.Context) ([]Instance, error)
+	// Close stops tracking without stopping instances (so that a restart
+	// can adopt them). Use Stop first to end them.
+	Close() error
+}
+
+// LogReader is implemented by backends that keep instance output.
+type LogReader interface {
+	// Logs writes the last tail lines (all when tail <= 0) of every instance
+	// of a deployment, oldest instance first, each line prefixed with the
+	// instance id.
+	Logs(ctx context.Context, deployment string, tail int, w io.Writer) error
+}
+
+// Sentinel errors callers branch on.
+var (
+	ErrNotFound = errors.New("instance not found")
+	// ErrStartFailed wraps every failure to start an instance.
+	ErrStartFailed = errors.New("instance failed to start")
+)

@@ -1,0 +1,60 @@
+// Package cli is tandem's command line: `tandem serve` runs the server;
+// the other commands talk to its control API.
+package cli
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"tandem/internal/api"
+)
+
+// Version is set at build time with -ldflags "-X tandem/internal/cli.Version=...".
+var Version = "dev"
+
+// Execute runs the command line and returns the exit code.
+func Execute() int {
+	root := NewRoot()
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		return 1
+	}
+	return 0
+}
+
+// Extra commands mounted under the root (for example `tandem runtime`).
+var extra []func() *cobra.Command
+
+// Register adds a command constructor; packages call it from init.
+func Register(f func() *cobra.Command) { extra = append(extra, f) }
+
+// NewRoot builds the command tree.
+func NewRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "tandem",
+		Short:         "Serve models serverless, dedicated or both, on processes, Docker or Kubernetes",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+	}
+	root.PersistentFlags().String("admin", envOr("TANDEM_ADMIN", "127.0.0.1:8081"), "control API address (env TANDEM_ADMIN)")
+	root.AddCommand(serveCmd(), deployCmd(), lsCmd(), statusCmd(), deleteCmd(), logsCmd(), invokeCmd())
+	for _, f := range extra {
+		root.AddCommand(f())
+	}
+	return root
+}
+
+func client(cmd *cobra.Command) *api.Client {
+	addr, _ := cmd.Flags().GetString("admin")
+	return api.NewClient(addr)
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

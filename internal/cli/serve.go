@@ -1,0 +1,182 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"tandem/internal/api"
+	"tandem/internal/backend"
+	"tandem/internal/backend/process"
+	"tandem/internal/controller"
+	"tandem/internal/gateway"
+	"tandem/internal/metrics"
+	"tandem/internal/store"
+)
+
+// Hooks let optional parts (ONNX runtime, v2 protocol, other backends)
+// plug into `tandem serve` without the core importing them.
+type Hooks struct {
+	// Backends adds backends by name; called once at start.
+	Backends []func(dataDir string, log *slog.Logger) (backend.Backend, error)
+	// Configure adjusts the controller's config (Describe, PrepareSpec).
+	Configure []func(cfg *controller.Config)
+	// Mount adds routes to the gateway (and may start listeners); it gets
+	// the controller and the metrics, and returns a stop function or nil.
+	Mount []func(ctx context.Context, g *gateway.Gateway, c *controller.Controller, m *metrics.Metrics, log *slog.Logger) (func(), error)
+}
+
+// ServeHooks is filled by init functions of optional packages.
+var ServeHooks Hooks
+
+type serveOpts struct {
+	listen, adminListen, dataDir, backend, logLevel string
+	tick                                            time.Duration
+}
+
+func serveCmd() *cobra.Command {
+	var o serveOpts
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the gateway, the control API and the autoscaler",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return serve(ctx, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "gateway address")
+	f.StringVar(&o.adminListen, "admin-listen", "127.0.0.1:8081", "control API and /metrics address")
+	f.StringVar(&o.dataDir, "data-dir", "./.tandem", "where deployments, logs and instance state live")
+	f.StringVar(&o.backend, "backend", "process", "default backend for manifests that name none")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.DurationVar(&o.tick, "autoscale-interval", time.Second, "how often each deployment's autoscaler decides")
+	return cmd
+}
+
+func serve(ctx context.Context, o serveOpts) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	dataDir, _ := filepath.Abs(o.dataDir)
+	st, err := store.Open(dataDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	backends := map[string]backend.Backend{}
+	pb, err := process.New(process.Config{DataDir: dataDir, Logger: log.With("component", "process")})
+	if err != nil {
+		return err
+	}
+	backends[pb.Name()] = pb
+	for _, mk := range ServeHooks.Backends {
+		be, err := mk(dataDir, log)
+		if err != nil {
+			if be != nil && be.Name() == o.backend {
+				return err
+			}
+			log.Warn("backend unavailable", "err", err)
+			continue
+		}
+		if be != nil {
+			backends[be.Name()] = be
+		}
+	}
+	if _, ok := backends[o.backend]; !ok {
+		return fmt.Errorf("--backend %s is not available here", o.backend)
+	}
+	self, _ := os.Executable()
+	m := metrics.New()
+	cfg := controller.Config{
+		Store: st, Backends: backends, DefaultBackend: o.backend, Metrics: m,
+		Logger: log, Tick: o.tick, SelfExe: self,
+	}
+	for _, f := range ServeHooks.Configure {
+		f(&cfg)
+	}
+	ctrl := controller.New(cfg)
+
+	gl, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	al, err := net.Listen("tcp", o.adminListen)
+	if err != nil {
+		gl.Close()
+		return fmt.Errorf("--admin-listen: %w", err)
+	}
+	if err := ctrl.Start(ctx); err != nil {
+		return err
+	}
+	gw := gateway.New(ctrl, log)
+	var stops []func()
+	for _, mount := range ServeHooks.Mount {
+		stopFn, err := mount(ctx, gw, ctrl, m, log)
+		if err != nil {
+			return err
+		}
+		if stopFn != nil {
+			stops = append(stops, stopFn)
+		}
+	}
+	info := api.Info{Gateway: gl.Addr().String(), Version: Version}
+	gsrv := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	asrv := &http.Server{Handler: api.NewServer(ctrl, m, info, log), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- gsrv.Serve(gl) }()
+	go func() { errc <- asrv.Serve(al) }()
+	log.Info("tandem serving", "gateway", gl.Addr().String(), "admin", al.Addr().String(),
+		"data_dir", dataDir, "backends", strings.Join(keys(backends), ","), "deployments", len(ctrl.Names()))
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		log.Error("listener failed", "err", err)
+	}
+	log.Info("shutting down: stopping instances")
+	sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	gsrv.Shutdown(sctx)
+	for _, s := range stops {
+		s()
+	}
+	if serr := ctrl.Shutdown(sctx); serr != nil {
+		log.Error("shutdown", "err", serr)
+	}
+	asrv.Shutdown(sctx)
+	for _, be := range backends {
+		be.Close()
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}

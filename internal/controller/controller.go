@@ -1,0 +1,345 @@
+// Package controller owns deployments at run time: it keeps the store, the
+// backends and the gateway's routing snapshot in agreement, and runs one
+// loop per deployment that applies the autoscaler's decisions. See doc.go.
+package controller
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"tandem/internal/backend"
+	"tandem/internal/manifest"
+	"tandem/internal/metrics"
+	"tandem/internal/problem"
+	"tandem/internal/store"
+)
+
+// ErrNotFound is returned for an unknown deployment.
+var ErrNotFound = errors.New("model not found")
+
+func init() {
+	problem.Register(ErrNotFound, http.StatusNotFound, "model_not_found", 0)
+	problem.Register(store.ErrNotFound, http.StatusNotFound, "model_not_found", 0)
+	problem.Register(manifest.ErrInvalid, http.StatusBadRequest, "invalid_manifest", 0)
+	problem.Register(ErrBackendUnavailable, http.StatusBadRequest, "backend_unavailable", 0)
+}
+
+// ErrBackendUnavailable means a manifest names a backend this server lacks.
+var ErrBackendUnavailable = errors.New("backend not available")
+
+// Config wires a Controller.
+type Config struct {
+	Store *store.Store
+	// Backends by name; DefaultBackend is used when a manifest names none.
+	Backends       map[string]backend.Backend
+	DefaultBackend string
+	Metrics        *metrics.Metrics
+	Logger         *slog.Logger
+	// Tick is how often each deployment's autoscaler decides (default 1s).
+	Tick time.Duration
+	// SelfExe is the tandem binary, started as `tandem runtime onnx` for
+	// runtime.onnx deployments on the process backend.
+	SelfExe string
+	// Describe returns a model's metadata at deploy time, for deployments
+	// whose runtime can tell (ONNX). Nil, or a nil result, means none.
+	Describe func(m *manifest.Manifest) (json.RawMessage, error)
+	// PrepareSpec, when set, rewrites the manifest a backend receives for a
+	// runtime.onnx deployment (the process backend gets SelfExe's command).
+	PrepareSpec func(backendName string, m *manifest.Manifest) (*manifest.Manifest, error)
+}
+
+// Controller is safe for concurrent use.
+type Controller struct {
+	cfg Config
+	log *slog.Logger
+
+	mu   sync.Mutex // serialises Apply, Delete and Start
+	deps map[string]*Deployment
+	// snap is the gateway's routing table: read per request without locks.
+	snap atomic.Pointer[map[string]*Deployment]
+}
+
+// New returns a controller; call Start to load and reconcile the store.
+func New(cfg Config) *Controller {
+	if cfg.Tick <= 0 {
+		cfg.Tick = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.New()
+	}
+	c := &Controller{cfg: cfg, log: cfg.Logger.With("component", "controller"), deps: map[string]*Deployment{}}
+	c.publish()
+	cfg.Metrics.RegisterGauges(c)
+	return c
+}
+
+// Start loads every stored deployment, adopts the instances an earlier
+// tandem left running when they match (and stops those that do not), and
+// starts each deployment's loop.
+func (c *Controller) Start(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	recs, err := c.cfg.Store.List()
+	if err != nil {
+		return err
+	}
+	adopt := map[string][]backend.Instance{}
+	for name, be := range c.cfg.Backends {
+		found, err := be.Recover(ctx)
+		if err != nil {
+			c.log.Warn("recover instances", "backend", name, "err", err)
+			continue
+		}
+		for _, in := range found {
+			adopt[name+"/"+in.Deployment] = append(adopt[name+"/"+in.Deployment], in)
+		}
+	}
+	for _, r := range recs {
+		be, err := c.backendFor(r.Manifest)
+		if err != nil {
+			c.log.Error("stored deployment cannot run", "model", r.Manifest.Name, "err", err)
+			continue
+		}
+		key := be.Name() + "/" + r.Manifest.Name
+		var keep []backend.Instance
+		for _, in := range adopt[key] {
+			if in.Revision == r.Manifest.Hash() {
+				keep = append(keep, in)
+			} else {
+				c.stopOrphan(ctx, be, in)
+			}
+		}
+		delete(adopt, key)
+		d := c.newDeployment(r, be)
+		c.deps[r.Manifest.Name] = d
+		go d.run(keep)
+	}
+	for key, ins := range adopt {
+		for _, in := range ins {
+			c.stopOrphan(ctx, c.cfg.Backends[key[:indexByte(key, '/')]], in)
+		}
+	}
+	c.publish()
+	return nil
+}
+
+func indexByte(s string, b byte) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == b {
+			return i
+		}
+	}
+	return len(s)
+}
+
+func (c *Controller) stopOrphan(ctx context.Context, be backend.Backend, in backend.Instance) {
+	c.log.Info("stopping orphan instance", "backend", be.Name(), "model", in.Deployment, "instance", in.ID)
+	if err := be.Stop(ctx, in.ID, 5*time.Second); err != nil {
+		c.log.Warn("stop orphan", "instance", in.ID, "err", err)
+	}
+}
+
+func (c *Controller) backendFor(m *manifest.Manifest) (backend.Backend, error) {
+	name := m.Backend
+	if name == "" {
+		name = c.cfg.DefaultBackend
+	}
+	be, ok := c.cfg.Backends[name]
+	if !ok {
+		return nil, fmt.Errorf("backend %q is not enabled on this server (enabled: %v): %w", name, c.backendNames(), ErrBackendUnavailable)
+	}
+	return be, nil
+}
+
+func (c *Controller) backendNames() []string {
+	var names []string
+	for n := range c.cfg.Backends {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Result says what Apply did.
+type Result string
+
+// Apply results.
+const (
+	Created   Result = "created"
+	Updated   Result = "updated"
+	Unchanged Result = "unchanged"
+)
+
+// Apply creates or updates a deployment from a validated manifest.
+func (c *Controller) Apply(ctx context.Context, m *manifest.Manifest) (Result, error) {
+	if err := m.Validate(); err != nil {
+		return "", err
+	}
+	be, err := c.backendFor(m)
+	if err != nil {
+		return "", err
+	}
+	var meta json.RawMessage
+	if c.cfg.Describe != nil {
+		if meta, err = c.cfg.Describe(m); err != nil {
+			return "", fmt.Errorf("model %q: reading the model: %w", m.Name, err)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now().UTC()
+	d, exists := c.deps[m.Name]
+	if exists && d.Manifest().Hash() == m.Hash() {
+		return Unchanged, nil
+	}
+	rec := &store.Record{Manifest: m, CreatedAt: now, UpdatedAt: now, Metadata: meta}
+	if exists {
+		rec.CreatedAt = d.record().CreatedAt
+		if d.be != be {
+			return "", problem.New(http.StatusConflict, "backend_change",
+				fmt.Sprintf("model %q runs on backend %s; delete it before deploying it on %s", m.Name, d.be.Name(), be.Name())).WithField("backend")
+		}
+	}
+	if err := c.cfg.Store.Put(rec); err != nil {
+		return "", fmt.Errorf("saving deployment: %w", err)
+	}
+	if exists {
+		d.update(rec)
+		return Updated, nil
+	}
+	d = c.newDeployment(rec, be)
+	c.deps[m.Name] = d
+	c.publish()
+	go d.run(nil)
+	return Created, nil
+}
+
+// Delete stops every instance of a deployment and forgets it. It blocks
+// until the instances have stopped or ctx is done.
+func (c *Controller) Delete(ctx context.Context, name string) error {
+	c.mu.Lock()
+	d, ok := c.deps[name]
+	if !ok {
+		c.mu.Unlock()
+		return fmt.Errorf("model %q: %w", name, ErrNotFound)
+	}
+	if err := c.cfg.Store.Delete(name); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	delete(c.deps, name)
+	c.publish()
+	c.mu.Unlock()
+	err := d.shutdown(ctx)
+	c.cfg.Metrics.Forget(name)
+	return err
+}
+
+// Shutdown stops every instance of every deployment (tandem is stopping).
+func (c *Controller) Shutdown(ctx context.Context) error {
+	c.mu.Lock()
+	deps := make([]*Deployment, 0, len(c.deps))
+	for _, d := range c.deps {
+		deps = append(deps, d)
+	}
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make([]error, len(deps))
+	for i, d := range deps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = d.shutdown(ctx)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (c *Controller) publish() {
+	m := make(map[string]*Deployment, len(c.deps))
+	for k, v := range c.deps {
+		m[k] = v
+	}
+	c.snap.Store(&m)
+}
+
+// Lookup returns a deployment by name without locking (request path).
+func (c *Controller) Lookup(name string) (*Deployment, bool) {
+	d, ok := (*c.snap.Load())[name]
+	return d, ok
+}
+
+// Names returns the deployed names, sorted.
+func (c *Controller) Names() []string {
+	m := *c.snap.Load()
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Status returns one deployment's status.
+func (c *Controller) Status(name string) (*Status, error) {
+	d, ok := c.Lookup(name)
+	if !ok {
+		return nil, fmt.Errorf("model %q: %w", name, ErrNotFound)
+	}
+	return d.Status(), nil
+}
+
+// List returns every deployment's status, by name.
+func (c *Controller) List() []*Status {
+	var out []*Status
+	for _, n := range c.Names() {
+		if d, ok := c.Lookup(n); ok {
+			out = append(out, d.Status())
+		}
+	}
+	return out
+}
+
+// Logs writes a deployment's instance output.
+func (c *Controller) Logs(ctx context.Context, name string, tail int, w io.Writer) error {
+	d, ok := c.Lookup(name)
+	if !ok {
+		return fmt.Errorf("model %q: %w", name, ErrNotFound)
+	}
+	lr, ok := d.be.(backend.LogReader)
+	if !ok {
+		return fmt.Errorf("backend %s keeps no logs", d.be.Name())
+	}
+	return lr.Logs(ctx, name, tail, w)
+}
+
+// Gauges implements metrics.GaugeSource.
+func (c *Controller) Gauges(fn func(model string, inflight, queued int, instances map[string]int)) {
+	for _, d := range *c.snap.Load() {
+		st := d.Status()
+		fn(d.Name, d.Pool.InFlight(), d.Pool.Queued(), map[string]int{
+			"starting": st.Starting, "ready": st.Ready, "draining": st.Draining,
+		})
+	}
+}
+
+func newID(name string) string {
+	var b [4]byte
+	rand.Read(b[:])
+	return name + "-" + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,175 @@
+// Package gateway is tandem's front door: it routes /models/{name}/... to a
+// ready instance of that model (waking it through the activator when it is
+// scaled to zero), streaming both ways, and answers every error in one JSON
+// shape. The routing table is a snapshot read without locks.
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"time"
+
+	"tandem/internal/controller"
+	"tandem/internal/pool"
+	"tandem/internal/problem"
+)
+
+// HeaderColdStart is set on every model response: true when the request
+// waited for an instance to start.
+const HeaderColdStart = "X-Tandem-Cold-Start"
+
+// Models resolves a model name to its deployment. Lookup must not block.
+type Models interface {
+	Lookup(name string) (*controller.Deployment, bool)
+}
+
+// Gateway is an http.Handler.
+type Gateway struct {
+	models Models
+	log    *slog.Logger
+	proxy  *httputil.ReverseProxy
+	mux    *http.ServeMux
+}
+
+type ctxKey struct{}
+
+// target is what the proxy needs to know about one request.
+type target struct {
+	lease *pool.Lease
+	path  string
+	model string
+}
+
+// New returns a gateway over models. Extra handlers (the v2 protocol) are
+// mounted with Handle.
+func New(models Models, log *slog.Logger) *Gateway {
+	if log == nil {
+		log = slog.Default()
+	}
+	g := &Gateway{models: models, log: log.With("component", "gateway"), mux: http.NewServeMux()}
+	bufs := &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+	g.proxy = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			t := pr.In.Context().Value(ctxKey{}).(*target)
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = t.lease.Instance.Addr
+			pr.Out.URL.Path = t.path
+			pr.Out.URL.RawPath = ""
+			pr.Out.Host = ""
+			pr.SetXForwarded()
+		},
+		Transport:     instanceTransport{},
+		FlushInterval: -1,
+		BufferPool:    bufs,
+		ErrorHandler:  g.proxyError,
+	}
+	g.mux.HandleFunc("/models/{name}/{path...}", g.serveModel)
+	g.mux.HandleFunc("/models/{name}", g.serveModel)
+	g.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		problem.Write(w, problem.New(http.StatusNotFound, "not_found",
+			fmt.Sprintf("no route for %s %s: models are served at /models/{name}/{path}", r.Method, r.URL.Path)))
+	})
+	return g
+}
+
+// Handle mounts an extra handler on the gateway's mux.
+func (g *Gateway) Handle(pattern string, h http.Handler) { g.mux.Handle(pattern, h) }
+
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
+
+func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	d, ok := g.models.Lookup(name)
+	if !ok {
+		problem.Write(w, problem.New(http.StatusNotFound, "model_not_found", fmt.Sprintf("model %q is not deployed", name)).WithField("name"))
+		return
+	}
+	start := time.Now()
+	m := d.Manifest()
+	ctx, cancel := context.WithTimeout(r.Context(), m.Timeouts.Request.D()+m.Timeouts.Startup.D())
+	defer cancel()
+	sw := &statusWriter{ResponseWriter: w}
+	defer func() {
+		d.Metrics.Request(sw.code())
+		d.Metrics.Latency.Observe(time.Since(start).Seconds())
+	}()
+
+	lease, err := d.Pool.Acquire(ctx)
+	if err != nil {
+		sw.Header().Set(HeaderColdStart, "false")
+		problem.Write(sw, err)
+		return
+	}
+	defer lease.Release()
+	if lease.ColdStart {
+		d.Metrics.ColdStarts.Inc()
+		d.Metrics.ColdWait.Observe(lease.Waited.Seconds())
+		sw.Header().Set(HeaderColdStart, "true")
+	} else {
+		sw.Header().Set(HeaderColdStart, "false")
+	}
+	// The request's own budget starts once it has an instance.
+	rctx, rcancel := context.WithTimeout(r.Context(), m.Timeouts.Request.D())
+	defer rcancel()
+	t := &target{lease: lease, path: "/" + r.PathValue("path"), model: name}
+	g.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(rctx, ctxKey{}, t)))
+}
+
+func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	t := r.Context().Value(ctxKey{}).(*target)
+	problem.Write(w, pool.UpstreamError(r.Context(), t.model, t.lease.Instance, err))
+}
+
+// instanceTransport sends each request over its instance's own transport.
+type instanceTransport struct{}
+
+func (instanceTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	return r.Context().Value(ctxKey{}).(*target).lease.Instance.Transport.RoundTrip(r)
+}
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
+func (b *bufferPool) Put(v []byte) { b.p.Put(&v) }
+
+// statusWriter remembers the status code for metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach Flush on the real writer.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Flush forwards to the real writer (ReverseProxy flushes streamed bodies).
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *statusWriter) code() int {
+	if s.status == 0 {
+		return http.StatusOK
+	}
+	return s.status
+}

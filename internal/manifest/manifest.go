@@ -1,0 +1,175 @@
+// Package manifest defines a tandem deployment manifest: its types, the
+// defaults (in one place, SetDefaults), strict YAML decoding that reports
+// every problem with its field path, and Validate.
+package manifest
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Mode says how a deployment trades cold starts for idle cost.
+type Mode string
+
+const (
+	// Serverless deployments scale to zero after scaling.idle_timeout.
+	Serverless Mode = "serverless"
+	// Dedicated deployments keep at least scaling.min (>= 1) instances warm.
+	Dedicated Mode = "dedicated"
+)
+
+// Backend names.
+const (
+	BackendProcess    = "process"
+	BackendDocker     = "docker"
+	BackendKubernetes = "kubernetes"
+)
+
+// Manifest is one deployment as a user writes it.
+type Manifest struct {
+	Name      string    `yaml:"name" json:"name"`
+	Mode      Mode      `yaml:"mode" json:"mode"`
+	Backend   string    `yaml:"backend,omitempty" json:"backend,omitempty"`
+	Runtime   Runtime   `yaml:"runtime" json:"runtime"`
+	Scaling   Scaling   `yaml:"scaling" json:"scaling"`
+	Timeouts  Timeouts  `yaml:"timeouts" json:"timeouts"`
+	Resources Resources `yaml:"resources" json:"resources"`
+	Batching  *Batching `yaml:"batching,omitempty" json:"batching,omitempty"`
+}
+
+// Runtime says what program serves the model and how to reach it.
+type Runtime struct {
+	// Command is any program that serves HTTP on $PORT (process backend), or
+	// the command that overrides an image's entrypoint (docker).
+	Command []string `yaml:"command,omitempty" json:"command,omitempty"`
+	// Args are appended to the image's entrypoint (docker).
+	Args []string `yaml:"args,omitempty" json:"args,omitempty"`
+	// Workdir is relative to the manifest's folder; Parse makes it absolute.
+	Workdir string            `yaml:"workdir,omitempty" json:"workdir,omitempty"`
+	Env     map[string]string `yaml:"env,omitempty" json:"env,omitempty"`
+	// Health is the readiness path; empty means ready when the port accepts.
+	Health string `yaml:"health,omitempty" json:"health,omitempty"`
+	// Port is a fixed port for programs that ignore $PORT.
+	Port int `yaml:"port,omitempty" json:"port,omitempty"`
+	// Image is a container image (docker, kubernetes).
+	Image string `yaml:"image,omitempty" json:"image,omitempty"`
+	// Network is the container network mode: "" (publish on 127.0.0.1) or "host".
+	Network string `yaml:"network,omitempty" json:"network,omitempty"`
+	// ONNX is a model file served by tandem's built-in runtime.
+	ONNX string `yaml:"onnx,omitempty" json:"onnx,omitempty"`
+	// Threads is the built-in runtime's intra-op thread count.
+	Threads int `yaml:"threads,omitempty" json:"threads,omitempty"`
+}
+
+// Scaling holds the autoscaler's knobs.
+type Scaling struct {
+	// Min is a pointer so that "unset" can default per mode.
+	Min *int `yaml:"min,omitempty" json:"min,omitempty"`
+	Max int  `yaml:"max,omitempty" json:"max,omitempty"`
+	// TargetConcurrency is the in-flight requests per instance aimed for.
+	TargetConcurrency float64 `yaml:"target_concurrency,omitempty" json:"target_concurrency,omitempty"`
+	// ContainerConcurrency is a hard limit of in-flight requests per
+	// instance; 0 means no limit.
+	ContainerConcurrency int      `yaml:"container_concurrency,omitempty" json:"container_concurrency,omitempty"`
+	IdleTimeout          Duration `yaml:"idle_timeout,omitempty" json:"idle_timeout,omitempty"`
+	MaxQueue             int      `yaml:"max_queue,omitempty" json:"max_queue,omitempty"`
+	StableWindow         Duration `yaml:"stable_window,omitempty" json:"stable_window,omitempty"`
+	PanicWindow          Duration `yaml:"panic_window,omitempty" json:"panic_window,omitempty"`
+	// PanicThreshold is the ratio of panic-window demand to current size
+	// that starts panic mode.
+	PanicThreshold float64 `yaml:"panic_threshold,omitempty" json:"panic_threshold,omitempty"`
+}
+
+// MinInstances returns the effective minimum (defaults applied).
+func (s Scaling) MinInstances() int {
+	if s.Min == nil {
+		return 0
+	}
+	return *s.Min
+}
+
+// Timeouts bound waiting.
+type Timeouts struct {
+	// Startup bounds exec-to-ready; an instance not ready by then is killed.
+	Startup Duration `yaml:"startup,omitempty" json:"startup,omitempty"`
+	// Request bounds one proxied request.
+	Request Duration `yaml:"request,omitempty" json:"request,omitempty"`
+	// Grace is the time between SIGTERM and SIGKILL when stopping.
+	Grace Duration `yaml:"grace,omitempty" json:"grace,omitempty"`
+}
+
+// Resources are per-instance limits.
+type Resources struct {
+	CPU    float64  `yaml:"cpu,omitempty" json:"cpu,omitempty"`
+	Memory ByteSize `yaml:"memory,omitempty" json:"memory,omitempty"`
+	GPUs   int      `yaml:"gpus,omitempty" json:"gpus,omitempty"`
+}
+
+// Batching turns on dynamic batching of v2 inference requests.
+type Batching struct {
+	MaxBatchSize int      `yaml:"max_batch_size,omitempty" json:"max_batch_size,omitempty"`
+	MaxDelay     Duration `yaml:"max_delay,omitempty" json:"max_delay,omitempty"`
+}
+
+// Duration is a time.Duration written as "30s" in YAML and JSON.
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// MarshalJSON writes the duration as a string such as "30s".
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON reads a string such as "30s".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"30s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// UnmarshalText reads a string such as "30s" (used by the YAML decoder).
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Hash returns a short digest of the manifest's content. Instances started
+// from one hash are interchangeable; a change of hash means a new revision.
+func (m *Manifest) Hash() string {
+	b, _ := json.Marshal(m)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])[:12]
+}
+
+// Load reads and parses a manifest file, resolving relative paths against
+// the file's folder.
+func Load(path string) (*Manifest, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data, filepath.Dir(abs))
+}

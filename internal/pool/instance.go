@@ -1,0 +1,119 @@
+package pool
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"tandem/internal/backend"
+)
+
+// Instance is one ready (or draining) instance as the request path sees it.
+type Instance struct {
+	ID   string
+	Addr string
+	// Transport is this instance's own connection pool, built once.
+	Transport *http.Transport
+
+	inflight atomic.Int64
+	limit    atomic.Int64
+	draining atomic.Bool
+
+	exitOnce sync.Once
+	exited   chan struct{}
+	exit     atomic.Pointer[backend.Exit]
+}
+
+// NewInstance returns an instance with its transport ready.
+func NewInstance(id, addr string) *Instance {
+	return &Instance{
+		ID:   id,
+		Addr: addr,
+		Transport: &http.Transport{
+			Proxy:                 nil,
+			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:          0,
+			MaxIdleConnsPerHost:   1024,
+			IdleConnTimeout:       90 * time.Second,
+			ResponseHeaderTimeout: 0, // bounded by the request's context (timeouts.request)
+			ExpectContinueTimeout: time.Second,
+			DisableCompression:    true,
+			ForceAttemptHTTP2:     false,
+		},
+		exited: make(chan struct{}),
+	}
+}
+
+// tryAcquire takes a slot unless the limit is reached or the instance drains.
+func (in *Instance) tryAcquire() bool {
+	for {
+		n := in.inflight.Load()
+		if lim := in.limit.Load(); lim > 0 && n >= lim {
+			return false
+		}
+		if in.inflight.CompareAndSwap(n, n+1) {
+			break
+		}
+	}
+	// Checked after taking the slot: Drain sets the flag, then watches the
+	// count, so one of the two always sees the other.
+	if in.draining.Load() {
+		in.inflight.Add(-1)
+		return false
+	}
+	return true
+}
+
+// InFlight returns the requests being served by this instance now.
+func (in *Instance) InFlight() int { return int(in.inflight.Load()) }
+
+// Drain stops new requests from reaching the instance and blocks until the
+// ones in flight have finished or ctx is done. Call Pool.Remove first.
+func (in *Instance) Drain(ctx context.Context) error {
+	in.draining.Store(true)
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for in.inflight.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-in.exited:
+			return nil
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// MarkExited records how the instance ended; requests failing on it then
+// report that instead of a bare connection error.
+func (in *Instance) MarkExited(e backend.Exit) {
+	in.exitOnce.Do(func() {
+		in.exit.Store(&e)
+		in.draining.Store(true)
+		close(in.exited)
+		in.Transport.CloseIdleConnections()
+	})
+}
+
+// Exited returns how the instance ended, waiting up to d for the news (a
+// failed connection usually arrives a moment before the exit is observed).
+func (in *Instance) Exited(d time.Duration) (backend.Exit, bool) {
+	if e := in.exit.Load(); e != nil {
+		return *e, true
+	}
+	if d <= 0 {
+		return backend.Exit{}, false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-in.exited:
+		return *in.exit.Load(), true
+	case <-t.C:
+		return backend.Exit{}, false
+	}
+}
