@@ -43,9 +43,9 @@ type Spec struct {
 
 // Instance is a started instance as a backend reports it.
 type Instance struct {
-	ID         string    `json:"id"`
-	Deployment string    `json:"deployment"`
-	Revision   string    `json:"revision"`
+	ID         string `json:"id"`
+	Deployment string `json:"deployment"`
+	Revision   string `json:"revision"`
 	// Addr is host:port where the instance serves HTTP, reachable from tandem.
 	Addr      string    `json:"addr"`
 	StartedAt time.Time `json:"started_at"`

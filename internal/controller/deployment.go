@@ -191,6 +191,10 @@ func (d *Deployment) run(adopted []backend.Instance) {
 		d.log.Info("adopted instance", "instance", bi.ID, "addr", bi.Addr)
 		d.watch(in, bi)
 	}
+	// Decide once before any event: reconcile must never act on the zero
+	// desired count (it would drain adopted instances).
+	d.evaluate(time.Now())
+	d.publishStatus()
 	tick := time.NewTicker(d.c.cfg.Tick)
 	defer tick.Stop()
 	for {

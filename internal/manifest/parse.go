@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -62,20 +63,55 @@ func Parse(data []byte, baseDir string) (*Manifest, error) {
 		doc = doc.Content[0]
 	}
 	var probs []Problem
-	checkNode(doc, reflect.TypeOf(Manifest{}), "", &probs)
-	if len(probs) > 0 {
+	if !checkNode(doc, reflect.TypeOf(Manifest{}), "", &probs) && doc.Kind != yaml.MappingNode {
 		return nil, &Error{Problems: probs}
 	}
+	// checkNode dropped the fields it complained about, so what is left
+	// decodes, and Validate can add its own problems to the list.
 	var m Manifest
 	if err := doc.Decode(&m); err != nil {
-		return nil, &Error{Problems: []Problem{{Message: err.Error()}}}
+		return nil, &Error{Problems: append(probs, Problem{Message: err.Error()})}
 	}
 	m.resolvePaths(baseDir)
 	m.SetDefaults()
 	if err := m.Validate(); err != nil {
-		return nil, err
+		var verr *Error
+		if errors.As(err, &verr) {
+			for _, p := range verr.Problems {
+				if !covered(probs, p.Field) {
+					probs = append(probs, p)
+				}
+			}
+		}
+	}
+	if len(probs) > 0 {
+		return nil, &Error{Problems: probs}
 	}
 	return &m, nil
+}
+
+// covered reports whether field, a field holding it or a field inside it
+// already has a problem.
+func covered(probs []Problem, field string) bool {
+	within := func(inner, outer string) bool {
+		return inner == outer || strings.HasPrefix(inner, outer+".") || strings.HasPrefix(inner, outer+"[")
+	}
+	for _, p := range probs {
+		if within(field, p.Field) || within(p.Field, field) {
+			return true
+		}
+	}
+	return false
+}
+
+func isStructMapping(n *yaml.Node, t reflect.Type) bool {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct && t != durationType && t != byteSizeType
 }
 
 var (
@@ -86,7 +122,15 @@ var (
 // checkNode walks a YAML node against the Go type it will decode into and
 // records unknown fields and values of the wrong kind, so that one pass
 // reports all of them with their paths.
-func checkNode(n *yaml.Node, t reflect.Type, path string, probs *[]Problem) {
+// It reports whether the node is free of problems, and removes from
+// mappings the fields that are not, so the rest can be decoded.
+func checkNode(n *yaml.Node, t reflect.Type, path string, probs *[]Problem) bool {
+	before := len(*probs)
+	checkValue(n, t, path, probs)
+	return len(*probs) == before
+}
+
+func checkValue(n *yaml.Node, t reflect.Type, path string, probs *[]Problem) {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
@@ -98,6 +142,11 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, probs *[]Problem) {
 	}
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return
+	}
+	// What the decoder itself refuses (a quoted number, NaN) is a problem
+	// of this field, not an anonymous decoding error.
+	decodes := func() bool {
+		return n.Kind == yaml.ScalarNode && n.Decode(reflect.New(t).Interface()) == nil
 	}
 	switch {
 	case t == durationType:
@@ -130,6 +179,7 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, probs *[]Problem) {
 			}
 		}
 		seen := map[string]bool{}
+		kept := n.Content[:0:0]
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			p := join(path, k.Value)
@@ -143,8 +193,13 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, probs *[]Problem) {
 				*probs = append(*probs, Problem{Field: p, Message: "unknown field (known: " + knownNames(fields) + ")"})
 				continue
 			}
-			checkNode(v, f.Type, p, probs)
+			// A mapping for a struct keeps its good fields; anything
+			// else with a problem is dropped whole.
+			if checkNode(v, f.Type, p, probs) || isStructMapping(v, f.Type) {
+				kept = append(kept, k, v)
+			}
 		}
+		n.Content = kept
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			add("must be a list")
@@ -162,19 +217,23 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, probs *[]Problem) {
 			checkNode(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value), probs)
 		}
 	case reflect.String:
-		if n.Kind != yaml.ScalarNode {
+		var s string
+		switch {
+		case n.Kind != yaml.ScalarNode || n.Decode(&s) != nil:
 			add("must be a string")
+		case !utf8.ValidString(s):
+			add("must be UTF-8 text")
 		}
 	case reflect.Int, reflect.Int64:
 		if n.Kind != yaml.ScalarNode {
 			add("must be an integer")
-		} else if _, err := strconv.ParseInt(n.Value, 0, 64); err != nil {
+		} else if _, err := strconv.ParseInt(n.Value, 0, 64); err != nil || !decodes() {
 			add("must be an integer, got %q", n.Value)
 		}
 	case reflect.Float64:
 		if n.Kind != yaml.ScalarNode {
 			add("must be a number")
-		} else if _, err := strconv.ParseFloat(n.Value, 64); err != nil {
+		} else if _, err := strconv.ParseFloat(n.Value, 64); err != nil || !decodes() {
 			add("must be a number, got %q", n.Value)
 		}
 	}
@@ -213,21 +272,21 @@ func (m *Manifest) resolvePaths(baseDir string) {
 
 // Defaults. They live here and nowhere else.
 const (
-	DefaultMax                = 4
-	DefaultTargetConcurrency  = 1.0
-	DefaultIdleTimeout        = 30 * time.Second
-	DefaultMaxQueue           = 100
-	DefaultStableWindow       = 60 * time.Second
-	DefaultPanicWindow        = 6 * time.Second
-	DefaultPanicThreshold     = 2.0
-	DefaultStartupTimeout     = 60 * time.Second
-	DefaultRequestTimeout     = 30 * time.Second
-	DefaultGrace              = 10 * time.Second
-	DefaultBatchMaxDelay      = 2 * time.Millisecond
-	DefaultBatchMaxBatchSize  = 32
-	DefaultDedicatedMin       = 1
-	DefaultServerlessMinimum  = 0
-	defaultModeIfUnset   Mode = Serverless
+	DefaultMax                    = 4
+	DefaultTargetConcurrency      = 1.0
+	DefaultIdleTimeout            = 30 * time.Second
+	DefaultMaxQueue               = 100
+	DefaultStableWindow           = 60 * time.Second
+	DefaultPanicWindow            = 6 * time.Second
+	DefaultPanicThreshold         = 2.0
+	DefaultStartupTimeout         = 60 * time.Second
+	DefaultRequestTimeout         = 30 * time.Second
+	DefaultGrace                  = 10 * time.Second
+	DefaultBatchMaxDelay          = 2 * time.Millisecond
+	DefaultBatchMaxBatchSize      = 32
+	DefaultDedicatedMin           = 1
+	DefaultServerlessMinimum      = 0
+	defaultModeIfUnset       Mode = Serverless
 )
 
 // SetDefaults fills every unset field with its default.

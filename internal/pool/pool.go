@@ -85,6 +85,7 @@ func New(cfg Config) *Pool {
 	empty := []*Instance{}
 	p.ready.Store(&empty)
 	p.stats.last = time.Now()
+	p.stats.lastActive = p.stats.last // a new pool is not idle since forever
 	return p
 }
 

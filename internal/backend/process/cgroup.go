@@ -1,0 +1,172 @@
+package process
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// cgroupVersion says which memory controller tandem drives.
+type cgroupVersion int
+
+const (
+	cgroupNone cgroupVersion = iota
+	cgroupV1                 // /sys/fs/cgroup/memory, memory.limit_in_bytes
+	cgroupV2                 // unified hierarchy at /sys/fs/cgroup, memory.max
+)
+
+// cgroups creates one memory cgroup per instance under <root>/tandem.
+type cgroups struct {
+	version cgroupVersion
+	// root is the mount point of the memory hierarchy.
+	root string
+	// why says why limits are unavailable when version is cgroupNone.
+	why string
+}
+
+const (
+	cgroupV1Root = "/sys/fs/cgroup/memory"
+	cgroupV2Root = "/sys/fs/cgroup"
+	cgroupParent = "tandem"
+)
+
+// detectCgroups finds a memory controller tandem may use. v2 is preferred
+// when /sys/fs/cgroup is the unified hierarchy with the memory controller;
+// otherwise v1's memory hierarchy. Both need root.
+func detectCgroups() cgroups {
+	if os.Geteuid() != 0 {
+		return cgroups{why: "not running as root"}
+	}
+	if b, err := os.ReadFile(filepath.Join(cgroupV2Root, "cgroup.controllers")); err == nil &&
+		containsWord(string(b), "memory") {
+		c := cgroups{version: cgroupV2, root: cgroupV2Root}
+		if err := c.prepareV2(); err != nil {
+			return cgroups{why: "cgroup v2: " + err.Error()}
+		}
+		return c
+	}
+	if _, err := os.Stat(filepath.Join(cgroupV1Root, "memory.limit_in_bytes")); err == nil {
+		c := cgroups{version: cgroupV1, root: cgroupV1Root}
+		if err := os.MkdirAll(filepath.Join(c.root, cgroupParent), 0o755); err != nil {
+			return cgroups{why: "cgroup v1: " + err.Error()}
+		}
+		return c
+	}
+	return cgroups{why: "no cgroup memory controller at " + cgroupV1Root + " or " + cgroupV2Root}
+}
+
+// prepareV2 creates <root>/tandem and enables the memory controller for its
+// children. (The root cgroup may hold processes and delegate at once; a
+// non-root cgroup could not, which is why tandem's parent hangs off the root.)
+func (c cgroups) prepareV2() error {
+	parent := filepath.Join(c.root, cgroupParent)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return err
+	}
+	for _, dir := range []string{c.root, parent} {
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+memory"), 0); err != nil {
+			return fmt.Errorf("enabling the memory controller in %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+func (c cgroups) supported() bool { return c.version != cgroupNone }
+
+// create makes the cgroup for one instance with a memory limit and returns
+// its path.
+func (c cgroups) create(id string, limit int64) (string, error) {
+	dir := filepath.Join(c.root, cgroupParent, id)
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", err
+	}
+	v := []byte(strconv.FormatInt(limit, 10))
+	var err error
+	switch c.version {
+	case cgroupV1:
+		err = os.WriteFile(filepath.Join(dir, "memory.limit_in_bytes"), v, 0)
+		// Without swap accounting the file is absent; with it, swapping
+		// would dodge the limit. memsw must be set after the memory limit.
+		if err == nil {
+			_ = os.WriteFile(filepath.Join(dir, "memory.memsw.limit_in_bytes"), v, 0)
+		}
+	case cgroupV2:
+		err = os.WriteFile(filepath.Join(dir, "memory.max"), v, 0)
+		if err == nil {
+			_ = os.WriteFile(filepath.Join(dir, "memory.swap.max"), []byte("0"), 0)
+		}
+	default:
+		err = errors.New("memory limits are not supported here")
+	}
+	if err != nil {
+		_ = os.Remove(dir)
+		return "", fmt.Errorf("setting the memory limit of cgroup %s: %w", dir, err)
+	}
+	return dir, nil
+}
+
+// addProcess moves pid into the cgroup at dir.
+func addProcess(dir string, pid int) error {
+	return os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0)
+}
+
+// oomKills returns how many processes the kernel's OOM killer ended in the
+// cgroup at dir (v1: memory.oom_control, v2: memory.events).
+func oomKills(dir string) int {
+	for _, name := range []string{"memory.events", "memory.oom_control"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		for sc.Scan() {
+			k, v, ok := strings.Cut(sc.Text(), " ")
+			if ok && k == "oom_kill" {
+				n, _ := strconv.Atoi(strings.TrimSpace(v))
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// removeCgroup kills whatever still runs in the cgroup at dir and removes
+// it. rmdir fails while the kernel still counts a dying task, so it retries
+// for a short while.
+func removeCgroup(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	var err error
+	for range 100 {
+		if b, rerr := os.ReadFile(filepath.Join(dir, "cgroup.procs")); rerr == nil {
+			for _, f := range strings.Fields(string(b)) {
+				if pid, perr := strconv.Atoi(f); perr == nil && pid > 1 {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+		err = os.Remove(dir)
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return err
+}
+
+func containsWord(s, w string) bool {
+	for _, f := range strings.Fields(s) {
+		if f == w {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# setup.sh prepares a fresh Debian 12 machine (as root) to build, test and
+# benchmark tandem. It is idempotent: a step that is already done does nothing.
+#
+# Usage: bash scripts/setup.sh [STEP...]     (no STEP: run every step, in order)
+#        bash scripts/setup.sh --list
+#
+# To add a step: write a function step_NAME with a one-line "# NAME: ..." comment
+# above it, and add NAME to STEPS. Install Debian packages with apt_install, which
+# runs apt-get update at most once per run and only when something is missing.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON=/usr/bin/python3 # Debian's interpreter; the first python3 on PATH may lack its packages.
+
+# Steps run in this order when none are named.
+STEPS=(packages model)
+
+log() { printf 'setup: %s\n' "$*"; }
+die() {
+	printf 'setup: error: %s\n' "$*" >&2
+	exit 1
+}
+
+# quiet runs a command with its output kept in a log, shown only on failure.
+quiet() {
+	local out
+	out="$(mktemp)"
+	if ! "$@" >"$out" 2>&1; then
+		printf 'setup: error: command failed: %s\n' "$*" >&2
+		tail -n 30 "$out" | sed 's/^/  | /' >&2
+		rm -f "$out"
+		return 1
+	fi
+	rm -f "$out"
+}
+
+# missing_packages prints the named Debian packages that are not installed.
+missing_packages() {
+	local p
+	for p in "$@"; do
+		if [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" != "install ok installed" ]]; then
+			printf '%s\n' "$p"
+		fi
+	done
+}
+
+APT_UPDATED=0
+
+# apt_install installs whichever of the named packages are missing, without
+# starting any service they ship (nginx must not take port 80 behind our back).
+apt_install() {
+	local missing
+	mapfile -t missing < <(missing_packages "$@")
+	if ((${#missing[@]} == 0)); then
+		return 0
+	fi
+	[[ $EUID -eq 0 ]] || die "need root to install ${missing[*]} (run: sudo bash scripts/setup.sh)"
+	command -v apt-get >/dev/null || die "apt-get not found: this script is for Debian 12; install ${missing[*]} by hand"
+	export DEBIAN_FRONTEND=noninteractive
+	if ((APT_UPDATED == 0)); then
+		log "apt-get update"
+		quiet apt-get update -q || die "apt-get update failed (is the Debian mirror reachable?)"
+		APT_UPDATED=1
+	fi
+	log "installing ${missing[*]}"
+	local policy=/usr/sbin/policy-rc.d made_policy=0
+	if [[ ! -e $policy ]]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy"
+		chmod 755 "$policy"
+		made_policy=1
+	fi
+	local rc=0
+	quiet apt-get install -y -q --no-install-recommends "${missing[@]}" || rc=$?
+	if ((made_policy)); then rm -f "$policy"; fi
+	((rc == 0)) || die "could not install ${missing[*]}"
+}
+
+# packages: Python, Flask and scikit-learn for the iris example; nginx and wrk for benchmarks.
+step_packages() {
+	apt_install python3 python3-flask python3-sklearn python3-numpy python3-joblib nginx-light wrk
+	log "packages: ok"
+}
+
+# model: train the iris example's model (examples/iris-flask/model.pkl) if it is missing.
+step_model() {
+	local dir="$ROOT/examples/iris-flask"
+	if [[ -s $dir/model.pkl ]]; then
+		log "model: ok ($dir/model.pkl exists)"
+		return 0
+	fi
+	[[ -x $PYTHON ]] || die "$PYTHON not found: run 'bash scripts/setup.sh packages' first"
+	"$PYTHON" -c 'import sklearn, joblib' 2>/dev/null ||
+		die "$PYTHON cannot import sklearn and joblib: run 'bash scripts/setup.sh packages' first"
+	quiet "$PYTHON" "$dir/train.py" || die "training the iris model failed"
+	log "model: trained $dir/model.pkl"
+}
+
+usage() {
+	printf 'usage: bash scripts/setup.sh [STEP...]   (default: all steps)\nsteps:\n'
+	local s
+	for s in "${STEPS[@]}"; do
+		printf '  %s\n' "$(grep -m1 "^# $s: " "${BASH_SOURCE[0]}" | sed 's/^# //')"
+	done
+}
+
+main() {
+	local steps=("$@") s
+	case "${1:-}" in
+	-h | --help | --list)
+		usage
+		return 0
+		;;
+	esac
+	if ((${#steps[@]} == 0)); then
+		steps=("${STEPS[@]}")
+	fi
+	for s in "${steps[@]}"; do
+		[[ " ${STEPS[*]} " == *" $s "* ]] || die "unknown step '$s' (steps: ${STEPS[*]})"
+	done
+	for s in "${steps[@]}"; do
+		"step_$s"
+	done
+}
+
+main "$@"
