@@ -361,3 +361,29 @@ func TestDeploy_BadManifests(t *testing.T) {
 		t.Fatalf("unknown model: %v", r)
 	}
 }
+
+// An instance over its memory limit is killed and reported as out of
+// memory: to its caller, in status and in the logs; others keep serving.
+func TestMemoryLimit_OOMReported(t *testing.T) {
+	s := startServer(t, "")
+	m := fakeManifest(t, "hungry", "dedicated", nil, "min: 1\nmax: 1", "startup: 20s") + "resources:\n  memory: 64Mi\n"
+	s.deploy("", m)
+	s.deploy("", fakeManifest(t, "neighbour", "dedicated", nil, "min: 1\nmax: 1", "startup: 20s"))
+	s.waitFor("ready", 20*time.Second, func(st *controller.Status) bool { return st.Ready == 1 }, "hungry")
+	r := s.call("GET", "/models/hungry/alloc?mb=512", "")
+	if r.code != 502 || !strings.Contains(r.body, "instance_oom") || !strings.Contains(r.body, "out of memory") {
+		t.Fatalf("allocating past the limit: %v, want 502 instance_oom", r)
+	}
+	st := s.waitFor("OOM in status", 20*time.Second, func(st *controller.Status) bool {
+		return strings.Contains(st.LastError, "out of memory")
+	}, "hungry")
+	t.Logf("status: %s", st.LastError)
+	if out, err := s.tandem("logs", "hungry"); err != nil || !strings.Contains(out, "out of memory") {
+		t.Errorf("logs do not report the OOM kill: %v\n%s", err, out)
+	}
+	s.waitFor("neighbour ready", 20*time.Second, func(st *controller.Status) bool { return st.Ready == 1 }, "neighbour")
+	if r := s.call("GET", "/models/neighbour/echo", ""); r.code != 200 {
+		t.Fatalf("neighbour after the OOM kill: %v", r)
+	}
+	s.waitFor("replacement", 20*time.Second, func(st *controller.Status) bool { return st.Ready == 1 }, "hungry")
+}

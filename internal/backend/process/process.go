@@ -465,6 +465,15 @@ func (b *Backend) finish(inst *instance, ex backend.Exit) {
 		b.log.Warn("removing state file", "instance", inst.info.ID, "err", err)
 	}
 	b.log.Debug("instance ended", "instance", inst.info.ID, "exit", ex.String())
+	// Say how it ended where `tandem logs` shows it (an OOM kill leaves no
+	// trace in the program's own output).
+	// Other endings show in the program's own output, or were asked for.
+	if ex.OOM {
+		if f, err := os.OpenFile(filepath.Join(b.logDir(inst.info.Deployment), inst.info.ID+".log"), os.O_WRONLY|os.O_APPEND, 0); err == nil {
+			fmt.Fprintf(f, "\ntandem: instance %s %s\n", inst.info.ID, ex)
+			f.Close()
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
