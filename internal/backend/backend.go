@@ -128,3 +128,37 @@ var (
 	// ErrStartFailed wraps every failure to start an instance.
 	ErrStartFailed = errors.New("instance failed to start")
 )
+
+// ReplicaBackend is implemented by platforms that run the replicas
+// themselves (Kubernetes): tandem decides how many, the platform starts,
+// restarts and stops them, and reports which are ready. The controller
+// uses it instead of Backend's per-instance calls. All methods are safe to
+// call concurrently.
+type ReplicaBackend interface {
+	// Name is the backend's name as written in a manifest ("kubernetes").
+	Name() string
+	// Apply creates or updates the platform objects for a deployment's
+	// revision, leaving the replica count as it is (new objects start at 0).
+	Apply(ctx context.Context, spec Spec) error
+	// Scale sets the replica count. It does not wait for replicas.
+	Scale(ctx context.Context, deployment string, replicas int) error
+	// Replicas returns the replica count the platform is asked for now
+	// (-1 when the deployment has no objects).
+	Replicas(ctx context.Context, deployment string) (int, error)
+	// Watch sends the ready endpoints of a deployment (Addr = ip:port, ID =
+	// pod name) each time they change, the current set first, until ctx is
+	// done. It never calls the platform per request: it follows a watch.
+	Watch(ctx context.Context, deployment string) (<-chan []Instance, error)
+	// Delete removes a deployment's objects.
+	Delete(ctx context.Context, deployment string) error
+	// Close releases the backend's resources.
+	Close() error
+}
+
+// Leader is implemented by backends shared by several tandem processes:
+// only the leader changes replica counts (others may still wake a
+// deployment from zero for a waiting request).
+type Leader interface {
+	// IsLeader reports whether this process holds the lease now.
+	IsLeader() bool
+}

@@ -42,8 +42,10 @@ var ErrBackendUnavailable = errors.New("backend not available")
 type Config struct {
 	Store *store.Store
 	// Backends by name; DefaultBackend is used when a manifest names none.
-	Backends       map[string]backend.Backend
-	DefaultBackend string
+	Backends map[string]backend.Backend
+	// ReplicaBackends are platforms that run replicas themselves (Kubernetes).
+	ReplicaBackends map[string]backend.ReplicaBackend
+	DefaultBackend  string
 	Metrics        *metrics.Metrics
 	Logger         *slog.Logger
 	// Tick is how often each deployment's autoscaler decides (default 1s).
@@ -109,9 +111,15 @@ func (c *Controller) Start(ctx context.Context) error {
 		}
 	}
 	for _, r := range recs {
-		be, err := c.backendFor(r.Manifest)
+		be, rb, err := c.backendFor(r.Manifest)
 		if err != nil {
 			c.log.Error("stored deployment cannot run", "model", r.Manifest.Name, "err", err)
+			continue
+		}
+		if rb != nil {
+			d := c.newDeployment(r, nil, rb)
+			c.deps[r.Manifest.Name] = d
+			go d.runReplicas()
 			continue
 		}
 		key := be.Name() + "/" + r.Manifest.Name
@@ -124,7 +132,7 @@ func (c *Controller) Start(ctx context.Context) error {
 			}
 		}
 		delete(adopt, key)
-		d := c.newDeployment(r, be)
+		d := c.newDeployment(r, be, nil)
 		c.deps[r.Manifest.Name] = d
 		go d.run(keep)
 	}
@@ -153,21 +161,28 @@ func (c *Controller) stopOrphan(ctx context.Context, be backend.Backend, in back
 	}
 }
 
-func (c *Controller) backendFor(m *manifest.Manifest) (backend.Backend, error) {
+// backendFor returns the backend that runs m: an instance backend, or a
+// replica backend (exactly one of the two is set).
+func (c *Controller) backendFor(m *manifest.Manifest) (backend.Backend, backend.ReplicaBackend, error) {
 	name := m.Backend
 	if name == "" {
 		name = c.cfg.DefaultBackend
 	}
-	be, ok := c.cfg.Backends[name]
-	if !ok {
-		return nil, fmt.Errorf("backend %q is not enabled on this server (enabled: %v): %w", name, c.backendNames(), ErrBackendUnavailable)
+	if be, ok := c.cfg.Backends[name]; ok {
+		return be, nil, nil
 	}
-	return be, nil
+	if rb, ok := c.cfg.ReplicaBackends[name]; ok {
+		return nil, rb, nil
+	}
+	return nil, nil, fmt.Errorf("backend %q is not enabled on this server (enabled: %v): %w", name, c.backendNames(), ErrBackendUnavailable)
 }
 
 func (c *Controller) backendNames() []string {
 	var names []string
 	for n := range c.cfg.Backends {
+		names = append(names, n)
+	}
+	for n := range c.cfg.ReplicaBackends {
 		names = append(names, n)
 	}
 	sort.Strings(names)
@@ -189,10 +204,11 @@ func (c *Controller) Apply(ctx context.Context, m *manifest.Manifest) (Result, e
 	if err := m.Validate(); err != nil {
 		return "", err
 	}
-	be, err := c.backendFor(m)
+	be, rb, err := c.backendFor(m)
 	if err != nil {
 		return "", err
 	}
+	beName := backendName(be, rb)
 	var meta json.RawMessage
 	if c.cfg.Describe != nil {
 		if meta, err = c.cfg.Describe(m); err != nil {
@@ -209,9 +225,9 @@ func (c *Controller) Apply(ctx context.Context, m *manifest.Manifest) (Result, e
 	rec := &store.Record{Manifest: m, CreatedAt: now, UpdatedAt: now, Metadata: meta}
 	if exists {
 		rec.CreatedAt = d.record().CreatedAt
-		if d.be != be {
+		if d.backendName() != beName {
 			return "", problem.New(http.StatusConflict, "backend_change",
-				fmt.Sprintf("model %q runs on backend %s; delete it before deploying it on %s", m.Name, d.be.Name(), be.Name())).WithField("backend")
+				fmt.Sprintf("model %q runs on backend %s; delete it before deploying it on %s", m.Name, d.backendName(), beName)).WithField("backend")
 		}
 	}
 	if err := c.cfg.Store.Put(rec); err != nil {
@@ -221,10 +237,14 @@ func (c *Controller) Apply(ctx context.Context, m *manifest.Manifest) (Result, e
 		d.update(rec)
 		return Updated, nil
 	}
-	d = c.newDeployment(rec, be)
+	d = c.newDeployment(rec, be, rb)
 	c.deps[m.Name] = d
 	c.publish()
-	go d.run(nil)
+	if rb != nil {
+		go d.runReplicas()
+	} else {
+		go d.run(nil)
+	}
 	return Created, nil
 }
 
@@ -245,6 +265,9 @@ func (c *Controller) Delete(ctx context.Context, name string) error {
 	c.publish()
 	c.mu.Unlock()
 	err := d.shutdown(ctx)
+	if d.rb != nil && err == nil {
+		err = d.rb.Delete(ctx, name)
+	}
 	c.cfg.Metrics.Forget(name)
 	return err
 }
@@ -321,9 +344,14 @@ func (c *Controller) Logs(ctx context.Context, name string, tail int, w io.Write
 	if !ok {
 		return fmt.Errorf("model %q: %w", name, ErrNotFound)
 	}
-	lr, ok := d.be.(backend.LogReader)
-	if !ok {
-		return fmt.Errorf("backend %s keeps no logs", d.be.Name())
+	var lr backend.LogReader
+	if d.be != nil {
+		lr, _ = d.be.(backend.LogReader)
+	} else {
+		lr, _ = d.rb.(backend.LogReader)
+	}
+	if lr == nil {
+		return fmt.Errorf("backend %s keeps no logs", d.backendName())
 	}
 	return lr.Logs(ctx, name, tail, w)
 }
@@ -342,4 +370,11 @@ func newID(name string) string {
 	var b [4]byte
 	rand.Read(b[:])
 	return name + "-" + hex.EncodeToString(b[:])
+}
+
+func backendName(be backend.Backend, rb backend.ReplicaBackend) string {
+	if be != nil {
+		return be.Name()
+	}
+	return rb.Name()
 }

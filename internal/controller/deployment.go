@@ -35,7 +35,8 @@ type Deployment struct {
 	Metrics *metrics.Model
 
 	c   *Controller
-	be  backend.Backend
+	be  backend.Backend        // instance backends (process, docker)
+	rb  backend.ReplicaBackend // or a platform that runs replicas (kubernetes)
 	log *slog.Logger
 	rec atomic.Pointer[store.Record]
 
@@ -43,6 +44,7 @@ type Deployment struct {
 	events  chan any
 	updates chan *store.Record
 	stop    chan chan struct{}
+	ended   chan struct{} // closed when the loop has returned
 	status  atomic.Pointer[Status]
 
 	// Loop-owned state.
@@ -59,6 +61,10 @@ type Deployment struct {
 	lastErr   string
 	lastErrAt time.Time
 	stopping  bool
+	// Replica mode only: the count last set on the platform (-1 unknown),
+	// and whether its objects are applied.
+	scaled  int
+	applied bool
 }
 
 type inst struct {
@@ -91,17 +97,19 @@ type (
 	}
 )
 
-func (c *Controller) newDeployment(r *store.Record, be backend.Backend) *Deployment {
+func (c *Controller) newDeployment(r *store.Record, be backend.Backend, rb backend.ReplicaBackend) *Deployment {
 	d := &Deployment{
 		Name:      r.Manifest.Name,
 		Metrics:   c.cfg.Metrics.ForModel(r.Manifest.Name),
 		c:         c,
 		be:        be,
+		rb:        rb,
 		log:       c.log.With("model", r.Manifest.Name),
 		poke:      make(chan struct{}, 1),
 		events:    make(chan any, 64),
 		updates:   make(chan *store.Record, 4),
 		stop:      make(chan chan struct{}),
+		ended:     make(chan struct{}),
 		instances: map[string]*inst{},
 	}
 	d.rec.Store(r)
@@ -135,6 +143,8 @@ func (d *Deployment) setManifest(m *manifest.Manifest) {
 	d.window = autoscaler.NewWindow(bucket, m.Scaling.StableWindow.D())
 }
 
+func (d *Deployment) backendName() string { return backendName(d.be, d.rb) }
+
 // Manifest returns the deployment's current manifest. Read only.
 func (d *Deployment) Manifest() *manifest.Manifest { return d.rec.Load().Manifest }
 
@@ -153,6 +163,8 @@ func (d *Deployment) shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	select {
 	case d.stop <- done:
+	case <-d.ended:
+		return nil // already stopped
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -177,7 +189,7 @@ func (d *Deployment) params() autoscaler.Params {
 		IdleTimeout:    s.IdleTimeout.D(),
 	}
 	// A program on a fixed port can run only once per machine on processes.
-	if d.man.Runtime.Port != 0 && d.be.Name() == manifest.BackendProcess {
+	if d.man.Runtime.Port != 0 && d.backendName() == manifest.BackendProcess {
 		p.Max = 1
 		p.Min = min(p.Min, 1)
 	}
@@ -185,6 +197,7 @@ func (d *Deployment) params() autoscaler.Params {
 }
 
 func (d *Deployment) run(adopted []backend.Instance) {
+	defer close(d.ended)
 	for _, bi := range adopted {
 		in := &inst{id: bi.ID, rev: bi.Revision, state: stateStarting, addr: bi.Addr, started: bi.StartedAt, trigger: time.Now(), adopted: true}
 		d.instances[bi.ID] = in
@@ -227,6 +240,9 @@ func (d *Deployment) applyUpdate(r *store.Record) {
 
 // counts returns the current revision's ready and starting instances.
 func (d *Deployment) counts() (ready, starting int) {
+	if d.rb != nil {
+		return len(d.instances), max(0, d.scaled-len(d.instances))
+	}
 	for _, in := range d.instances {
 		if in.rev != d.rev {
 			continue
@@ -273,6 +289,10 @@ func (d *Deployment) evaluate(now time.Time) {
 // number matches desired, and retires older revisions once the current one
 // has enough ready instances.
 func (d *Deployment) reconcile(now time.Time) {
+	if d.rb != nil {
+		d.reconcileReplicas(now)
+		return
+	}
 	if d.stopping {
 		return
 	}
@@ -364,7 +384,7 @@ func (d *Deployment) startInstance(now time.Time) {
 	m := d.man
 	spec := backend.Spec{ID: in.id, Deployment: d.Name, Revision: d.rev, Manifest: m}
 	if d.c.cfg.PrepareSpec != nil {
-		pm, err := d.c.cfg.PrepareSpec(d.be.Name(), m)
+		pm, err := d.c.cfg.PrepareSpec(d.backendName(), m)
 		if err != nil {
 			go d.send(evStarted{id: in.id, err: err})
 			return
@@ -597,7 +617,7 @@ func (d *Deployment) Status() *Status {
 func (d *Deployment) publishStatus() {
 	r := d.rec.Load()
 	s := &Status{
-		Name: d.Name, Mode: d.man.Mode, Backend: d.be.Name(), Revision: d.rev,
+		Name: d.Name, Mode: d.man.Mode, Backend: d.backendName(), Revision: d.rev,
 		Desired: d.desired, Panic: d.decision.Panic, Reason: d.decision.String(),
 		Restarts: d.restarts, LastError: d.lastErr,
 		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, Manifest: r.Manifest,
@@ -629,6 +649,9 @@ func (d *Deployment) publishStatus() {
 			s.Draining++
 		}
 		s.Instances = append(s.Instances, is)
+	}
+	if d.rb != nil {
+		s.Starting = max(0, d.scaled-s.Ready)
 	}
 	sort.Slice(s.Instances, func(i, j int) bool { return s.Instances[i].ID < s.Instances[j].ID })
 	d.status.Store(s)

@@ -1,0 +1,103 @@
+package controller_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"tandem/internal/backend"
+	"tandem/internal/backend/fake"
+	"tandem/internal/controller"
+	"tandem/internal/store"
+)
+
+func replicaController(t *testing.T, fr *fake.Replicas, dir string) *controller.Controller {
+	t.Helper()
+	st, err := store.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := controller.New(controller.Config{Store: st, ReplicaBackends: map[string]backend.ReplicaBackend{"kubernetes": fr},
+		DefaultBackend: "kubernetes", Tick: 20 * time.Millisecond})
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Shutdown(context.Background()); st.Close() })
+	return c
+}
+
+// Serverless on a replica platform: a request scales 0 -> 1 and waits for
+// the watched endpoint; idle goes back to 0; delete removes the objects.
+func TestController_ReplicasScaleFromZero(t *testing.T) {
+	fr := fake.NewReplicas(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	c := replicaController(t, fr, t.TempDir())
+	ctx := context.Background()
+	if _, err := c.Apply(ctx, parse(t, "name: a\nruntime: {image: x}\nscaling: {idle_timeout: 300ms, stable_window: 1s, panic_window: 200ms}\n")); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := c.Lookup("a")
+	lease, err := d.Pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !lease.ColdStart {
+		t.Fatal("first request was not a cold start")
+	}
+	lease.Release()
+	waitStatus(t, c, func(s *controller.Status) bool { return s.Ready == 0 && s.Desired == 0 })
+	if !slices.Contains(fr.Calls(), "scale a 1") || !slices.Contains(fr.Calls(), "scale a 0") {
+		t.Fatalf("calls %v, want scale to 1 then 0", fr.Calls())
+	}
+	if err := c.Delete(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := fr.Replicas(ctx, "a"); n != -1 {
+		t.Fatalf("objects left after delete: replicas %d", n)
+	}
+}
+
+// Only the leader changes replicas; a follower still wakes from zero for a
+// waiting request, and after a restart the count is adopted, not redone.
+func TestController_ReplicasFollowerAndAdoption(t *testing.T) {
+	fr := fake.NewReplicas(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	dir := t.TempDir()
+	c := replicaController(t, fr, dir)
+	ctx := context.Background()
+	if _, err := c.Apply(ctx, parse(t, "name: a\nmode: dedicated\nruntime: {image: x}\nscaling: {min: 2, max: 3}\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, c, func(s *controller.Status) bool { return s.Ready == 2 })
+	c.Shutdown(ctx)
+
+	fr.SetLeading(false)
+	before := len(fr.Calls())
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	// A second controller on the same platform (another tandem process).
+	c2 := controller.New(controller.Config{Store: st, ReplicaBackends: map[string]backend.ReplicaBackend{"kubernetes": fr},
+		DefaultBackend: "kubernetes", Tick: 20 * time.Millisecond})
+	c2.Start(ctx)
+	defer c2.Shutdown(ctx)
+	if _, err := c2.Apply(ctx, parse(t, "name: a\nmode: dedicated\nruntime: {image: x}\nscaling: {min: 1, max: 1}\n")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, call := range fr.Calls()[before:] {
+		if call == "scale a 1" {
+			t.Fatalf("a follower changed replicas: %v", fr.Calls()[before:])
+		}
+	}
+	fr.SetLeading(true)
+	for deadline := time.Now().Add(5 * time.Second); !slices.Contains(fr.Calls()[before:], "scale a 1"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new leader never applied its decision: %v", fr.Calls()[before:])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
