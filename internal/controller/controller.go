@@ -46,8 +46,8 @@ type Config struct {
 	// ReplicaBackends are platforms that run replicas themselves (Kubernetes).
 	ReplicaBackends map[string]backend.ReplicaBackend
 	DefaultBackend  string
-	Metrics        *metrics.Metrics
-	Logger         *slog.Logger
+	Metrics         *metrics.Metrics
+	Logger          *slog.Logger
 	// Tick is how often each deployment's autoscaler decides (default 1s).
 	Tick time.Duration
 	// SelfExe is the tandem binary, started as `tandem runtime onnx` for
