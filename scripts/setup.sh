@@ -14,7 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON=/usr/bin/python3 # Debian's interpreter; the first python3 on PATH may lack its packages.
 
 # Steps run in this order when none are named.
-STEPS=(packages model)
+STEPS=(packages model docker)
 
 log() { printf 'setup: %s\n' "$*"; }
 die() {
@@ -94,6 +94,12 @@ step_model() {
 		die "$PYTHON cannot import sklearn and joblib: run 'bash scripts/setup.sh packages' first"
 	quiet "$PYTHON" "$dir/train.py" || die "training the iris model failed"
 	log "model: trained $dir/model.pkl"
+}
+
+# docker: Docker Engine from Debian, started without a bridge, and the images the tests run.
+step_docker() {
+	bash "$ROOT/scripts/docker.sh" install start images fakemodel images iris
+	log "docker: ok"
 }
 
 usage() {

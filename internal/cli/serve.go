@@ -18,9 +18,11 @@ import (
 
 	"tandem/internal/api"
 	"tandem/internal/backend"
+	"tandem/internal/backend/docker"
 	"tandem/internal/backend/process"
 	"tandem/internal/controller"
 	"tandem/internal/gateway"
+	"tandem/internal/manifest"
 	"tandem/internal/metrics"
 	"tandem/internal/store"
 )
@@ -41,8 +43,8 @@ type Hooks struct {
 var ServeHooks Hooks
 
 type serveOpts struct {
-	listen, adminListen, dataDir, backend, logLevel string
-	tick                                            time.Duration
+	listen, adminListen, dataDir, backend, logLevel, docker string
+	tick                                                    time.Duration
 }
 
 func serveCmd() *cobra.Command {
@@ -64,6 +66,7 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&o.backend, "backend", "process", "default backend for manifests that name none")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.DurationVar(&o.tick, "autoscale-interval", time.Second, "how often each deployment's autoscaler decides")
+	f.StringVar(&o.docker, "docker", "auto", "Docker backend: on, off, or auto (on when a Docker engine socket is found)")
 	return cmd
 }
 
@@ -89,6 +92,17 @@ func serve(ctx context.Context, o serveOpts) error {
 		return err
 	}
 	backends[pb.Name()] = pb
+	if useDocker(o) {
+		db, err := docker.New(docker.Config{DataDir: dataDir, Logger: log.With("component", "docker")})
+		switch {
+		case err == nil:
+			backends[db.Name()] = db
+		case o.docker == "on" || o.backend == manifest.BackendDocker:
+			return fmt.Errorf("docker backend: %w (run scripts/docker.sh install start)", err)
+		default:
+			log.Warn("docker backend unavailable", "err", err)
+		}
+	}
 	for _, mk := range ServeHooks.Backends {
 		be, err := mk(dataDir, log)
 		if err != nil {
@@ -171,6 +185,20 @@ func serve(ctx context.Context, o serveOpts) error {
 		return err
 	}
 	return nil
+}
+
+func useDocker(o serveOpts) bool {
+	switch {
+	case o.docker == "on" || o.backend == manifest.BackendDocker:
+		return true
+	case o.docker == "off":
+		return false
+	}
+	if os.Getenv("DOCKER_HOST") != "" {
+		return true
+	}
+	_, err := os.Stat("/var/run/docker.sock")
+	return err == nil
 }
 
 func keys[V any](m map[string]V) []string {

@@ -11,10 +11,15 @@ import (
 	"tandem/internal/problem"
 )
 
+// exitNewsWait bounds how long a failed call waits to learn whether its
+// instance died: a broken connection arrives before the backend observes
+// the exit, and a container engine reports an OOM kill up to a second later.
+const exitNewsWait = 2 * time.Second
+
 // UpstreamError explains a failed call to an instance: it died (502, with
 // how), it did not answer in time (504), or it could not be reached (502).
 func UpstreamError(ctx context.Context, model string, in *Instance, err error) *problem.Error {
-	if e, ok := in.Exited(200 * time.Millisecond); ok {
+	if e, ok := in.Exited(exitNewsWait); ok {
 		pe := problem.New(http.StatusBadGateway, "instance_died",
 			fmt.Sprintf("model %q: instance %s died while serving the request (%s); see `tandem logs %s`", model, in.ID, e, model))
 		if e.OOM {
