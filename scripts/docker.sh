@@ -171,7 +171,7 @@ image_onnx() {
 	if [[ ! -f "$ROOT/images/onnx/Dockerfile" ]]; then
 		die "images/onnx/Dockerfile is missing: the ONNX runtime image is not defined yet"
 	fi
-	debian_base minimal ca-certificates
+	debian_base onnx libstdc++6,ca-certificates
 	local ctx
 	tmpdir ctx
 	cp -r "$ROOT/images/onnx/." "$ctx/"

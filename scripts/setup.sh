@@ -14,7 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON=/usr/bin/python3 # Debian's interpreter; the first python3 on PATH may lack its packages.
 
 # Steps run in this order when none are named.
-STEPS=(packages model docker)
+STEPS=(packages model onnxruntime docker)
 
 log() { printf 'setup: %s\n' "$*"; }
 die() {
@@ -96,9 +96,15 @@ step_model() {
 	log "model: trained $dir/model.pkl"
 }
 
+# onnxruntime: ONNX Runtime's shared library (from the npm package onnxruntime-node, sha256-checked).
+step_onnxruntime() {
+	bash "$ROOT/scripts/fetch-onnxruntime.sh"
+	log "onnxruntime: ok"
+}
+
 # docker: Docker Engine from Debian, started without a bridge, and the images the tests run.
 step_docker() {
-	bash "$ROOT/scripts/docker.sh" install start images fakemodel images iris
+	bash "$ROOT/scripts/docker.sh" install start images fakemodel images iris images onnx
 	log "docker: ok"
 }
 

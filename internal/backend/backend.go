@@ -39,6 +39,16 @@ type Spec struct {
 	Manifest *manifest.Manifest
 	// Env is added to the manifest's runtime.env (tandem's own variables).
 	Env map[string]string
+	// Mounts are host files or folders the instance must see (container
+	// backends bind them; the process backend sees the host already).
+	Mounts []Mount
+}
+
+// Mount is a host path made visible inside an instance.
+type Mount struct {
+	Source   string // absolute host path
+	Target   string // path inside the instance
+	ReadOnly bool
 }
 
 // Instance is a started instance as a backend reports it.

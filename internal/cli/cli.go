@@ -40,7 +40,7 @@ func NewRoot() *cobra.Command {
 		Version:       Version,
 	}
 	root.PersistentFlags().String("admin", envOr("TANDEM_ADMIN", "127.0.0.1:8081"), "control API address (env TANDEM_ADMIN)")
-	root.AddCommand(serveCmd(), deployCmd(), lsCmd(), statusCmd(), deleteCmd(), logsCmd(), invokeCmd())
+	root.AddCommand(serveCmd(), deployCmd(), lsCmd(), statusCmd(), deleteCmd(), logsCmd(), invokeCmd(), runtimeCmd())
 	for _, f := range extra {
 		root.AddCommand(f())
 	}

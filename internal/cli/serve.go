@@ -22,6 +22,7 @@ import (
 	"tandem/internal/backend/process"
 	"tandem/internal/controller"
 	"tandem/internal/gateway"
+	"tandem/internal/inference"
 	"tandem/internal/manifest"
 	"tandem/internal/metrics"
 	"tandem/internal/store"
@@ -43,8 +44,8 @@ type Hooks struct {
 var ServeHooks Hooks
 
 type serveOpts struct {
-	listen, adminListen, dataDir, backend, logLevel, docker string
-	tick                                                    time.Duration
+	listen, adminListen, grpcListen, dataDir, backend, logLevel, docker string
+	tick                                                                time.Duration
 }
 
 func serveCmd() *cobra.Command {
@@ -62,6 +63,7 @@ func serveCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "gateway address")
 	f.StringVar(&o.adminListen, "admin-listen", "127.0.0.1:8081", "control API and /metrics address")
+	f.StringVar(&o.grpcListen, "grpc-listen", "127.0.0.1:8082", "Open Inference Protocol v2 gRPC address (empty: off)")
 	f.StringVar(&o.dataDir, "data-dir", "./.tandem", "where deployments, logs and instance state live")
 	f.StringVar(&o.backend, "backend", "process", "default backend for manifests that name none")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -124,6 +126,7 @@ func serve(ctx context.Context, o serveOpts) error {
 	cfg := controller.Config{
 		Store: st, Backends: backends, DefaultBackend: o.backend, Metrics: m,
 		Logger: log, Tick: o.tick, SelfExe: self,
+		Describe: describeModel, PrepareSpec: prepareSpec(self),
 	}
 	for _, f := range ServeHooks.Configure {
 		f(&cfg)
@@ -143,6 +146,19 @@ func serve(ctx context.Context, o serveOpts) error {
 		return err
 	}
 	gw := gateway.New(ctrl, log)
+	v2 := inference.NewService(v2Models{ctrl}, inference.Options{Registerer: m.Registry, ServerVersion: Version,
+		Logger: log.With("component", "v2")})
+	gw.Handle("/v2", v2.Handler())
+	gw.Handle("/v2/", v2.Handler())
+	var gl2 net.Listener
+	if o.grpcListen != "" {
+		if gl2, err = net.Listen("tcp", o.grpcListen); err != nil {
+			return fmt.Errorf("--grpc-listen: %w", err)
+		}
+		gsrv2 := v2.GRPCServer()
+		go gsrv2.Serve(gl2)
+		defer gsrv2.GracefulStop()
+	}
 	var stops []func()
 	for _, mount := range ServeHooks.Mount {
 		stopFn, err := mount(ctx, gw, ctrl, m, log)
@@ -154,6 +170,9 @@ func serve(ctx context.Context, o serveOpts) error {
 		}
 	}
 	info := api.Info{Gateway: gl.Addr().String(), Version: Version}
+	if gl2 != nil {
+		info.GRPC = gl2.Addr().String()
+	}
 	gsrv := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	asrv := &http.Server{Handler: api.NewServer(ctrl, m, info, log), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)

@@ -56,9 +56,11 @@ type Config struct {
 	// Describe returns a model's metadata at deploy time, for deployments
 	// whose runtime can tell (ONNX). Nil, or a nil result, means none.
 	Describe func(m *manifest.Manifest) (json.RawMessage, error)
-	// PrepareSpec, when set, rewrites the manifest a backend receives for a
-	// runtime.onnx deployment (the process backend gets SelfExe's command).
-	PrepareSpec func(backendName string, m *manifest.Manifest) (*manifest.Manifest, error)
+	// PrepareSpec, when set, adjusts what a backend receives: for a
+	// runtime.onnx deployment, the command that runs tandem's own runtime
+	// and the model file's mount. It must not modify spec.Manifest in place
+	// (copy it first).
+	PrepareSpec func(backendName string, spec *backend.Spec) error
 }
 
 // Controller is safe for concurrent use.

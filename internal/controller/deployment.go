@@ -34,11 +34,12 @@ type Deployment struct {
 	Pool    *pool.Pool
 	Metrics *metrics.Model
 
-	c   *Controller
-	be  backend.Backend        // instance backends (process, docker)
-	rb  backend.ReplicaBackend // or a platform that runs replicas (kubernetes)
-	log *slog.Logger
-	rec atomic.Pointer[store.Record]
+	c    *Controller
+	be   backend.Backend        // instance backends (process, docker)
+	rb   backend.ReplicaBackend // or a platform that runs replicas (kubernetes)
+	log  *slog.Logger
+	rec  atomic.Pointer[store.Record]
+	meta atomic.Pointer[decodedMeta]
 
 	poke    chan struct{}
 	events  chan any
@@ -152,6 +153,23 @@ func (d *Deployment) Manifest() *manifest.Manifest { return d.rec.Load().Manifes
 func (d *Deployment) Metadata() json.RawMessage { return d.rec.Load().Metadata }
 
 func (d *Deployment) record() *store.Record { return d.rec.Load() }
+
+type decodedMeta struct {
+	rec *store.Record
+	v   any
+}
+
+// DecodedMetadata returns decode(Metadata()), computed once per revision
+// and cached, so the request path does not decode JSON per request.
+func (d *Deployment) DecodedMetadata(decode func(json.RawMessage) any) any {
+	rec := d.rec.Load()
+	if c := d.meta.Load(); c != nil && c.rec == rec {
+		return c.v
+	}
+	v := decode(rec.Metadata)
+	d.meta.Store(&decodedMeta{rec: rec, v: v})
+	return v
+}
 
 func (d *Deployment) update(r *store.Record) {
 	d.rec.Store(r)
@@ -384,12 +402,10 @@ func (d *Deployment) startInstance(now time.Time) {
 	m := d.man
 	spec := backend.Spec{ID: in.id, Deployment: d.Name, Revision: d.rev, Manifest: m}
 	if d.c.cfg.PrepareSpec != nil {
-		pm, err := d.c.cfg.PrepareSpec(d.backendName(), m)
-		if err != nil {
+		if err := d.c.cfg.PrepareSpec(d.backendName(), &spec); err != nil {
 			go d.send(evStarted{id: in.id, err: err})
 			return
 		}
-		spec.Manifest = pm
 	}
 	go func() {
 		bi, err := d.be.Start(ctx, spec)

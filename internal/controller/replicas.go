@@ -70,6 +70,13 @@ func (d *Deployment) applyReplicas(ctx context.Context) {
 	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	spec := backend.Spec{Deployment: d.Name, Revision: d.rev, Manifest: d.man}
+	if d.c.cfg.PrepareSpec != nil {
+		if err := d.c.cfg.PrepareSpec(d.rb.Name(), &spec); err != nil {
+			d.applied = false
+			d.fail(time.Now(), err)
+			return
+		}
+	}
 	if err := d.rb.Apply(actx, spec); err != nil {
 		d.applied = false
 		d.fail(time.Now(), fmt.Errorf("applying %s objects: %w", d.rb.Name(), err))

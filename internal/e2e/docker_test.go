@@ -173,3 +173,38 @@ func TestDocker_IrisFlask(t *testing.T) {
 		}
 	}
 }
+
+// The digits ONNX model as containers of tandem's runtime image, serverless
+// from zero and dedicated, answers like sklearn.
+func TestDocker_DigitsONNX(t *testing.T) {
+	needDocker(t, "tandem-onnx:latest")
+	td := loadRows(t, "digits_rows.json")
+	model := filepath.Join(testbin.RepoRoot(t), "models", "digits.onnx")
+	s := startServer(t, "")
+	for _, mode := range []string{"serverless", "dedicated"} {
+		name := "ddigits-" + mode
+		s.deploy("", fmt.Sprintf("name: %s\nmode: %s\nbackend: docker\nruntime:\n  onnx: %s\n  network: host\nscaling:\n  max: 1\n", name, mode, model))
+		r := s.call("POST", "/v2/models/"+name+"/infer", inferBody("input", td.Rows))
+		var resp struct {
+			Outputs []struct {
+				Name string          `json:"name"`
+				Data json.RawMessage `json:"data"`
+			} `json:"outputs"`
+		}
+		if r.code != 200 || json.Unmarshal([]byte(r.body), &resp) != nil {
+			t.Fatalf("%s: %v", mode, r)
+		}
+		var labels []int64
+		for _, o := range resp.Outputs {
+			if o.Name == "label" {
+				json.Unmarshal(o.Data, &labels)
+			}
+		}
+		if !reflect.DeepEqual(labels, td.Labels) {
+			t.Fatalf("%s: labels %v, sklearn says %v", mode, labels, td.Labels)
+		}
+		if c := managedContainers(t, name); len(c) != 1 {
+			t.Fatalf("%s: containers %v, want 1", mode, c)
+		}
+	}
+}

@@ -30,6 +30,7 @@ type server struct {
 	dataDir  string
 	gateway  string
 	admin    string
+	grpc     string
 	cmd      *exec.Cmd
 	log      *bytes.Buffer
 	exited   chan struct{}
@@ -61,9 +62,9 @@ func startServer(t *testing.T, dataDir string) *server {
 func (s *server) start() {
 	t := s.t
 	t.Helper()
-	s.gateway, s.admin = freeAddr(t), freeAddr(t)
+	s.gateway, s.admin, s.grpc = freeAddr(t), freeAddr(t), freeAddr(t)
 	s.log = &bytes.Buffer{}
-	s.cmd = exec.Command(s.bin, "serve", "--listen", s.gateway, "--admin-listen", s.admin,
+	s.cmd = exec.Command(s.bin, "serve", "--listen", s.gateway, "--admin-listen", s.admin, "--grpc-listen", s.grpc,
 		"--data-dir", s.dataDir, "--autoscale-interval", "100ms", "--log-level", "debug")
 	s.cmd.Stdout = s.log
 	s.cmd.Stderr = s.log

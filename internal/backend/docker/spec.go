@@ -94,6 +94,13 @@ func makePlan(spec backend.Spec, dataDir string, hostPort int, nvidia bool) (pla
 		// may be a driver that cannot be read.
 		LogConfig: container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "10m", "max-file": "2"}},
 	}
+	for _, mt := range spec.Mounts {
+		bind := mt.Source + ":" + mt.Target
+		if mt.ReadOnly {
+			bind += ":ro"
+		}
+		hc.Binds = append(hc.Binds, bind)
+	}
 	cfg := &container.Config{Labels: labels}
 	switch rt.Network {
 	case "host":
