@@ -46,6 +46,7 @@ var ServeHooks Hooks
 type serveOpts struct {
 	listen, adminListen, grpcListen, dataDir, backend, logLevel, docker string
 	tick                                                                time.Duration
+	grpcExplicit                                                        bool
 }
 
 func serveCmd() *cobra.Command {
@@ -55,6 +56,7 @@ func serveCmd() *cobra.Command {
 		Short: "Run the gateway, the control API and the autoscaler",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o.grpcExplicit = cmd.Flags().Changed("grpc-listen")
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return serve(ctx, o)
@@ -152,12 +154,19 @@ func serve(ctx context.Context, o serveOpts) error {
 	gw.Handle("/v2/", v2.Handler())
 	var gl2 net.Listener
 	if o.grpcListen != "" {
-		if gl2, err = net.Listen("tcp", o.grpcListen); err != nil {
+		gl2, err = net.Listen("tcp", o.grpcListen)
+		switch {
+		case err == nil:
+			gsrv2 := v2.GRPCServer()
+			go gsrv2.Serve(gl2)
+			defer gsrv2.GracefulStop()
+		case o.grpcExplicit:
 			return fmt.Errorf("--grpc-listen: %w", err)
+		default:
+			// The default port is a convenience: a clash must not stop tandem.
+			log.Warn("gRPC endpoint off: default --grpc-listen port is taken", "err", err)
+			gl2 = nil
 		}
-		gsrv2 := v2.GRPCServer()
-		go gsrv2.Serve(gl2)
-		defer gsrv2.GracefulStop()
 	}
 	var stops []func()
 	for _, mount := range ServeHooks.Mount {
@@ -178,7 +187,7 @@ func serve(ctx context.Context, o serveOpts) error {
 	errc := make(chan error, 2)
 	go func() { errc <- gsrv.Serve(gl) }()
 	go func() { errc <- asrv.Serve(al) }()
-	log.Info("tandem serving", "gateway", gl.Addr().String(), "admin", al.Addr().String(),
+	log.Info("tandem serving", "gateway", gl.Addr().String(), "admin", al.Addr().String(), "grpc", info.GRPC,
 		"data_dir", dataDir, "backends", strings.Join(keys(backends), ","), "deployments", len(ctrl.Names()))
 
 	select {

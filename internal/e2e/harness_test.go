@@ -9,12 +9,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -32,19 +33,9 @@ type server struct {
 	admin    string
 	grpc     string
 	cmd      *exec.Cmd
-	log      *bytes.Buffer
+	log      *syncBuffer
 	exited   chan struct{}
 	extraEnv []string
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // startServer runs tandem serve on fresh ports over dataDir ("" = new).
@@ -60,38 +51,63 @@ func startServer(t *testing.T, dataDir string) *server {
 }
 
 func (s *server) start() {
-	t := s.t
-	t.Helper()
-	s.gateway, s.admin, s.grpc = freeAddr(t), freeAddr(t), freeAddr(t)
-	s.log = &bytes.Buffer{}
-	s.cmd = exec.Command(s.bin, "serve", "--listen", s.gateway, "--admin-listen", s.admin, "--grpc-listen", s.grpc,
+	s.t.Helper()
+	if err := s.startOnce(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+var servingRE = regexp.MustCompile(`msg="tandem serving" gateway=(\S+) admin=(\S+) grpc=(\S+)`)
+
+// startOnce lets tandem pick free ports itself (no race with other
+// processes) and reads them from its "tandem serving" log line.
+func (s *server) startOnce() error {
+	s.log = &syncBuffer{}
+	s.cmd = exec.Command(s.bin, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",
 		"--data-dir", s.dataDir, "--autoscale-interval", "100ms", "--log-level", "debug")
 	s.cmd.Stdout = s.log
 	s.cmd.Stderr = s.log
 	s.cmd.Env = append(os.Environ(), s.extraEnv...)
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	s.exited = make(chan struct{})
 	go func() { s.cmd.Wait(); close(s.exited) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get("http://" + s.admin + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			return
+		if m := servingRE.FindStringSubmatch(s.log.String()); m != nil {
+			s.gateway, s.admin, s.grpc = m[1], m[2], m[3]
+			return nil
 		}
 		select {
 		case <-s.exited:
-			t.Fatalf("tandem serve exited at start:\n%s", s.log)
+			return fmt.Errorf("tandem serve exited at start:\n%s", s.log)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("tandem serve not answering after 30s:\n%s", s.log)
+			return fmt.Errorf("tandem serve not serving after 30s:\n%s", s.log)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer process and a reader test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // stop ends the server with sig and waits; SIGKILL simulates a crash.

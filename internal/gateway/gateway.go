@@ -32,6 +32,7 @@ type Gateway struct {
 	models Models
 	log    *slog.Logger
 	proxy  *httputil.ReverseProxy
+	bufs   *bufferPool
 	mux    *http.ServeMux
 }
 
@@ -52,6 +53,7 @@ func New(models Models, log *slog.Logger) *Gateway {
 	}
 	g := &Gateway{models: models, log: log.With("component", "gateway"), mux: http.NewServeMux()}
 	bufs := &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+	g.bufs = bufs
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			t := pr.In.Context().Value(ctxKey{}).(*target)
@@ -63,7 +65,7 @@ func New(models Models, log *slog.Logger) *Gateway {
 			pr.SetXForwarded()
 		},
 		Transport:     instanceTransport{},
-		FlushInterval: -1,
+		FlushInterval: 0, // ReverseProxy flushes at once by itself when Content-Length is unknown or for SSE
 		BufferPool:    bufs,
 		ErrorHandler:  g.proxyError,
 	}
@@ -91,15 +93,13 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	m := d.Manifest()
-	ctx, cancel := context.WithTimeout(r.Context(), m.Timeouts.Request.D()+m.Timeouts.Startup.D())
-	defer cancel()
 	sw := &statusWriter{ResponseWriter: w}
 	defer func() {
 		d.Metrics.Request(sw.code())
 		d.Metrics.Latency.Observe(time.Since(start).Seconds())
 	}()
 
-	lease, err := d.Pool.Acquire(ctx)
+	lease, err := d.Pool.Acquire(r.Context()) // the pool bounds the wait itself
 	if err != nil {
 		sw.Header().Set(HeaderColdStart, "false")
 		problem.Write(sw, err)
@@ -116,8 +116,13 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	// The request's own budget starts once it has an instance.
 	rctx, rcancel := context.WithTimeout(r.Context(), m.Timeouts.Request.D())
 	defer rcancel()
-	t := &target{lease: lease, path: "/" + r.PathValue("path"), model: name}
-	g.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(rctx, ctxKey{}, t)))
+	if r.Header.Get("Upgrade") != "" {
+		// Protocol upgrades (websockets) take ReverseProxy's general path.
+		t := &target{lease: lease, path: "/" + r.PathValue("path"), model: name}
+		g.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(rctx, ctxKey{}, t)))
+		return
+	}
+	g.forward(rctx, sw, r, lease, "/"+r.PathValue("path"), name)
 }
 
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {

@@ -15,8 +15,11 @@ import (
 type Instance struct {
 	ID   string
 	Addr string
-	// Transport is this instance's own connection pool, built once.
+	// Transport is this instance's own connection pool, built once; it
+	// carries what needs net/http's full client (upgrades, pool.Do).
 	Transport *http.Transport
+	// Raw is the lean HTTP/1.1 connection pool of the gateway's hot path.
+	Raw *RawTransport
 
 	inflight atomic.Int64
 	limit    atomic.Int64
@@ -43,6 +46,7 @@ func NewInstance(id, addr string) *Instance {
 			DisableCompression:    true,
 			ForceAttemptHTTP2:     false,
 		},
+		Raw:    &RawTransport{Addr: addr},
 		exited: make(chan struct{}),
 	}
 }
@@ -96,6 +100,7 @@ func (in *Instance) MarkExited(e backend.Exit) {
 		in.draining.Store(true)
 		close(in.exited)
 		in.Transport.CloseIdleConnections()
+		in.Raw.CloseIdleConnections()
 	})
 }
 
