@@ -14,7 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON=/usr/bin/python3 # Debian's interpreter; the first python3 on PATH may lack its packages.
 
 # Steps run in this order when none are named.
-STEPS=(packages model onnxruntime docker)
+STEPS=(packages model onnxruntime docker cluster)
 
 log() { printf 'setup: %s\n' "$*"; }
 die() {
@@ -106,6 +106,13 @@ step_onnxruntime() {
 step_docker() {
 	bash "$ROOT/scripts/docker.sh" install start images fakemodel images iris images onnx
 	log "docker: ok"
+}
+
+# cluster: a real single-node Kubernetes cluster (builds kube once into .cache/kube), with the test images loaded.
+step_cluster() {
+	quiet bash "$ROOT/hack/local-cluster.sh" up || die "local cluster did not come up (hack/local-cluster.sh up)"
+	quiet bash "$ROOT/hack/local-cluster.sh" load tandem-fakemodel:test tandem-onnx:latest || die "loading images into the cluster failed"
+	log "cluster: ok ($(bash "$ROOT/hack/local-cluster.sh" kubeconfig))"
 }
 
 usage() {

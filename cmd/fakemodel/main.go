@@ -1,7 +1,8 @@
 // Command fakemodel is a small HTTP server that stands in for a model server
-// in tests and benchmarks. It listens on 127.0.0.1:$PORT and is steered by
+// in tests and benchmarks. It listens on $HOST:$PORT (127.0.0.1 by default) and is steered by
 // environment variables and query parameters:
 //
+//	HOST=0.0.0.0            listen on this host instead of 127.0.0.1 (in a pod or container)
 //	FAKE_READY_DELAY=200ms  wait this long before listening (a slow cold start)
 //	FAKE_NEVER_READY=1      listen, but answer /health with 503 forever
 //	FAKE_IGNORE_TERM=1      ignore SIGTERM (only SIGKILL stops it)
@@ -108,6 +109,10 @@ func main() {
 		w.Header().Set("X-Instance-Pid", pid)
 		mux.ServeHTTP(w, r)
 	})
-	fmt.Fprintf(os.Stdout, "fakemodel: pid %s listening on 127.0.0.1:%s\n", pid, port)
-	log.Fatal(http.ListenAndServe("127.0.0.1:"+port, h))
+	host := os.Getenv("HOST")
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	fmt.Fprintf(os.Stdout, "fakemodel: pid %s listening on %s:%s\n", pid, host, port)
+	log.Fatal(http.ListenAndServe(host+":"+port, h))
 }

@@ -15,10 +15,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
 
 	"tandem/internal/api"
 	"tandem/internal/backend"
 	"tandem/internal/backend/docker"
+	"tandem/internal/backend/kubernetes"
 	"tandem/internal/backend/process"
 	"tandem/internal/controller"
 	"tandem/internal/gateway"
@@ -47,6 +49,8 @@ type serveOpts struct {
 	listen, adminListen, grpcListen, dataDir, backend, logLevel, docker string
 	tick                                                                time.Duration
 	grpcExplicit                                                        bool
+	kubeconfig, kubeNamespace                                           string
+	kubeHostNetwork                                                     bool
 }
 
 func serveCmd() *cobra.Command {
@@ -71,6 +75,9 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.DurationVar(&o.tick, "autoscale-interval", time.Second, "how often each deployment's autoscaler decides")
 	f.StringVar(&o.docker, "docker", "auto", "Docker backend: on, off, or auto (on when a Docker engine socket is found)")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "Kubernetes backend: kubeconfig file (in a cluster: empty uses the pod's service account)")
+	f.StringVar(&o.kubeNamespace, "kube-namespace", "tandem", "Kubernetes backend: namespace of the models' objects")
+	f.BoolVar(&o.kubeHostNetwork, "kube-host-network", false, "Kubernetes backend: run model pods on the node's network")
 	return cmd
 }
 
@@ -120,13 +127,26 @@ func serve(ctx context.Context, o serveOpts) error {
 			backends[be.Name()] = be
 		}
 	}
-	if _, ok := backends[o.backend]; !ok {
+	replicas := map[string]backend.ReplicaBackend{}
+	if o.backend == manifest.BackendKubernetes || o.kubeconfig != "" || os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+		klog.SetSlogLogger(log.With("component", "client-go"))
+		kb, err := kubernetes.New(kubernetes.Config{Kubeconfig: o.kubeconfig, Namespace: o.kubeNamespace,
+			HostNetwork: o.kubeHostNetwork, Logger: log.With("component", "kubernetes")})
+		if err != nil {
+			return fmt.Errorf("kubernetes backend: %w", err)
+		}
+		defer kb.Close()
+		replicas[kb.Name()] = kb
+	}
+	_, inst := backends[o.backend]
+	_, repl := replicas[o.backend]
+	if !inst && !repl {
 		return fmt.Errorf("--backend %s is not available here", o.backend)
 	}
 	self, _ := os.Executable()
 	m := metrics.New()
 	cfg := controller.Config{
-		Store: st, Backends: backends, DefaultBackend: o.backend, Metrics: m,
+		Store: st, Backends: backends, ReplicaBackends: replicas, DefaultBackend: o.backend, Metrics: m,
 		Logger: log, Tick: o.tick, SelfExe: self,
 		Describe: describeModel, PrepareSpec: prepareSpec(self),
 	}
@@ -188,7 +208,7 @@ func serve(ctx context.Context, o serveOpts) error {
 	go func() { errc <- gsrv.Serve(gl) }()
 	go func() { errc <- asrv.Serve(al) }()
 	log.Info("tandem serving", "gateway", gl.Addr().String(), "admin", al.Addr().String(), "grpc", info.GRPC,
-		"data_dir", dataDir, "backends", strings.Join(keys(backends), ","), "deployments", len(ctrl.Names()))
+		"data_dir", dataDir, "backends", strings.Join(append(keys(backends), keys(replicas)...), ","), "deployments", len(ctrl.Names()))
 
 	select {
 	case <-ctx.Done():

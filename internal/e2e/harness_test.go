@@ -26,16 +26,17 @@ import (
 
 // server is one `tandem serve` process.
 type server struct {
-	t        *testing.T
-	bin      string
-	dataDir  string
-	gateway  string
-	admin    string
-	grpc     string
-	cmd      *exec.Cmd
-	log      *syncBuffer
-	exited   chan struct{}
-	extraEnv []string
+	t         *testing.T
+	bin       string
+	dataDir   string
+	gateway   string
+	admin     string
+	grpc      string
+	cmd       *exec.Cmd
+	log       *syncBuffer
+	exited    chan struct{}
+	extraEnv  []string
+	extraArgs []string
 }
 
 // startServer runs tandem serve on fresh ports over dataDir ("" = new).
@@ -65,6 +66,7 @@ func (s *server) startOnce() error {
 	s.log = &syncBuffer{}
 	s.cmd = exec.Command(s.bin, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",
 		"--data-dir", s.dataDir, "--autoscale-interval", "100ms", "--log-level", "debug")
+	s.cmd.Args = append(s.cmd.Args, s.extraArgs...)
 	s.cmd.Stdout = s.log
 	s.cmd.Stderr = s.log
 	s.cmd.Env = append(os.Environ(), s.extraEnv...)
