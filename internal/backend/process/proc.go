@@ -35,7 +35,8 @@ func parseStat(b []byte) (procStat, error) {
 	}
 	f := bytes.Fields(b[i+1:])
 	// f[0] is field 3 (state), so field n is f[n-3].
-	if len(f) < 20 || len(f[0]) != 1 {
+	// The state is one letter (R, S, D, Z, T, ...).
+	if len(f) < 20 || len(f[0]) != 1 || f[0][0] < 'A' || f[0][0] > 'z' {
 		return procStat{}, errBadStat
 	}
 	pgid, err := strconv.Atoi(string(f[5-3]))
