@@ -42,6 +42,9 @@ type Spec struct {
 	// Mounts are host files or folders the instance must see (container
 	// backends bind them; the process backend sees the host already).
 	Mounts []Mount
+	// Annotations are kept by replica backends beside the platform objects
+	// (tandem's deployment record, shared with other tandem processes).
+	Annotations map[string]string
 }
 
 // Mount is a host path made visible inside an instance.
@@ -163,6 +166,15 @@ type ReplicaBackend interface {
 	Delete(ctx context.Context, deployment string) error
 	// Close releases the backend's resources.
 	Close() error
+}
+
+// Catalog is implemented by replica backends that keep each deployment's
+// Spec.Annotations on the platform, so that several tandem processes
+// sharing it see the same deployments.
+type Catalog interface {
+	// Annotation returns, for every deployment tandem manages there, the
+	// value of the named annotation ("" when absent).
+	Annotation(ctx context.Context, key string) (map[string]string, error)
 }
 
 // Leader is implemented by backends shared by several tandem processes:

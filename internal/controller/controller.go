@@ -50,6 +50,9 @@ type Config struct {
 	Logger          *slog.Logger
 	// Tick is how often each deployment's autoscaler decides (default 1s).
 	Tick time.Duration
+	// CatalogInterval is how often deployments kept on a shared replica
+	// platform by other tandem processes are read (default 2s).
+	CatalogInterval time.Duration
 	// SelfExe is the tandem binary, started as `tandem runtime onnx` for
 	// runtime.onnx deployments on the process backend.
 	SelfExe string
@@ -72,6 +75,9 @@ type Controller struct {
 	deps map[string]*Deployment
 	// snap is the gateway's routing table: read per request without locks.
 	snap atomic.Pointer[map[string]*Deployment]
+
+	done     chan struct{} // closed by Shutdown: background loops end
+	doneOnce sync.Once
 }
 
 // New returns a controller; call Start to load and reconcile the store.
@@ -79,13 +85,16 @@ func New(cfg Config) *Controller {
 	if cfg.Tick <= 0 {
 		cfg.Tick = time.Second
 	}
+	if cfg.CatalogInterval <= 0 {
+		cfg.CatalogInterval = 2 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.New()
 	}
-	c := &Controller{cfg: cfg, log: cfg.Logger.With("component", "controller"), deps: map[string]*Deployment{}}
+	c := &Controller{cfg: cfg, log: cfg.Logger.With("component", "controller"), deps: map[string]*Deployment{}, done: make(chan struct{})}
 	c.publish()
 	cfg.Metrics.RegisterGauges(c)
 	return c
@@ -144,6 +153,11 @@ func (c *Controller) Start(ctx context.Context) error {
 		}
 	}
 	c.publish()
+	for _, rb := range c.cfg.ReplicaBackends {
+		if cat, ok := rb.(backend.Catalog); ok {
+			go c.syncCatalog(rb, cat)
+		}
+	}
 	return nil
 }
 
@@ -236,6 +250,7 @@ func (c *Controller) Apply(ctx context.Context, m *manifest.Manifest) (Result, e
 		return "", fmt.Errorf("saving deployment: %w", err)
 	}
 	if exists {
+		d.follow.Store(false) // this process was asked: it applies the objects
 		d.update(rec)
 		return Updated, nil
 	}
@@ -276,6 +291,7 @@ func (c *Controller) Delete(ctx context.Context, name string) error {
 
 // Shutdown stops every instance of every deployment (tandem is stopping).
 func (c *Controller) Shutdown(ctx context.Context) error {
+	c.doneOnce.Do(func() { close(c.done) })
 	c.mu.Lock()
 	deps := make([]*Deployment, 0, len(c.deps))
 	for _, d := range c.deps {

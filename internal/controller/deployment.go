@@ -40,6 +40,11 @@ type Deployment struct {
 	log  *slog.Logger
 	rec  atomic.Pointer[store.Record]
 	meta atomic.Pointer[decodedMeta]
+	// Replica mode with a shared catalog: follow means the current record
+	// came from the platform (another tandem applied it), so this process
+	// must not apply objects; seen means the platform has had the objects.
+	follow atomic.Bool
+	seen   atomic.Bool
 
 	poke    chan struct{}
 	events  chan any

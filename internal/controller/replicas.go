@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"tandem/internal/backend"
 	"tandem/internal/pool"
 	"tandem/internal/problem"
+	"tandem/internal/store"
 )
 
 // Replica mode: for a backend.ReplicaBackend the platform runs the
@@ -66,10 +68,30 @@ func (d *Deployment) runReplicas() {
 	}
 }
 
+// AnnotationRecord carries a deployment's record (manifest and metadata)
+// on the platform's objects, for other tandem processes to follow.
+const AnnotationRecord = "tandem.record"
+
 func (d *Deployment) applyReplicas(ctx context.Context) {
 	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	if d.follow.Load() {
+		// Another tandem applied these objects: adopt, never rewrite.
+		n, err := d.rb.Replicas(actx, d.Name)
+		if err != nil || n < 0 {
+			d.applied = false
+			return
+		}
+		d.applied, d.scaled = true, n
+		d.seen.Store(true)
+		return
+	}
 	spec := backend.Spec{Deployment: d.Name, Revision: d.rev, Manifest: d.man}
+	if _, ok := d.rb.(backend.Catalog); ok {
+		if raw, err := json.Marshal(d.rec.Load()); err == nil {
+			spec.Annotations = map[string]string{AnnotationRecord: string(raw)}
+		}
+	}
 	if d.c.cfg.PrepareSpec != nil {
 		if err := d.c.cfg.PrepareSpec(d.rb.Name(), &spec); err != nil {
 			d.applied = false
@@ -83,6 +105,7 @@ func (d *Deployment) applyReplicas(ctx context.Context) {
 		return
 	}
 	d.applied = true
+	d.seen.Store(true)
 	if n, err := d.rb.Replicas(actx, d.Name); err == nil {
 		d.scaled = n // adopt what the platform runs: never scale twice
 	}
@@ -144,5 +167,82 @@ func (d *Deployment) fail(now time.Time, err error) {
 	d.log.Warn("platform error", "err", err)
 	if len(d.instances) == 0 && d.Pool.Queued() > 0 {
 		d.Pool.Fail(problem.New(http.StatusBadGateway, "platform_error", fmt.Sprintf("model %q: %v", d.Name, err)))
+	}
+}
+
+// syncCatalog follows the deployments other tandem processes keep on a
+// shared platform: new ones are adopted, newer revisions followed, and ones
+// deleted there forgotten here.
+func (c *Controller) syncCatalog(rb backend.ReplicaBackend, cat backend.Catalog) {
+	t := time.NewTicker(c.cfg.CatalogInterval)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		recs, err := cat.Annotation(ctx, AnnotationRecord)
+		cancel()
+		if err != nil {
+			c.log.Debug("reading the shared catalog", "backend", rb.Name(), "err", err)
+		} else {
+			c.mergeCatalog(rb, recs)
+		}
+		select {
+		case <-c.done:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Controller) mergeCatalog(rb backend.ReplicaBackend, recs map[string]string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	for name, raw := range recs {
+		var rec store.Record
+		if raw == "" || json.Unmarshal([]byte(raw), &rec) != nil || rec.Manifest == nil || rec.Manifest.Name != name {
+			continue
+		}
+		if rec.Manifest.Validate() != nil {
+			continue
+		}
+		d, ok := c.deps[name]
+		switch {
+		case !ok:
+			if err := c.cfg.Store.Put(&rec); err != nil {
+				c.log.Warn("saving a followed deployment", "model", name, "err", err)
+				continue
+			}
+			d = c.newDeployment(&rec, nil, rb)
+			d.follow.Store(true)
+			c.deps[name] = d
+			c.publish()
+			c.log.Info("following a deployment from the shared platform", "model", name, "revision", rec.Manifest.Hash())
+			go d.runReplicas()
+		case d.rb == rb && d.Manifest().Hash() != rec.Manifest.Hash() && rec.UpdatedAt.After(d.record().UpdatedAt):
+			if err := c.cfg.Store.Put(&rec); err != nil {
+				continue
+			}
+			d.follow.Store(true)
+			d.update(&rec)
+		}
+	}
+	for name, d := range c.deps {
+		if _, ok := recs[name]; ok || d.rb != rb || !d.seen.Load() {
+			continue
+		}
+		c.log.Info("deployment deleted on the shared platform", "model", name)
+		c.cfg.Store.Delete(name)
+		delete(c.deps, name)
+		c.publish()
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			d.shutdown(ctx)
+			c.cfg.Metrics.Forget(name)
+		}()
 	}
 }

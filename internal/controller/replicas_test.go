@@ -101,3 +101,58 @@ func TestController_ReplicasFollowerAndAdoption(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Two tandem processes on one shared platform see the same deployments:
+// a deploy to one is followed by the other, and so is a delete.
+func TestController_SharedCatalog(t *testing.T) {
+	fr := fake.NewReplicas(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	mk := func() *controller.Controller {
+		st, err := store.Open(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := controller.New(controller.Config{Store: st, ReplicaBackends: map[string]backend.ReplicaBackend{"kubernetes": fr},
+			DefaultBackend: "kubernetes", Tick: 20 * time.Millisecond, CatalogInterval: 20 * time.Millisecond})
+		if err := c.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Shutdown(context.Background()); st.Close() })
+		return c
+	}
+	a, b := mk(), mk()
+	ctx := context.Background()
+	if _, err := a.Apply(ctx, parse(t, "name: a\nmode: dedicated\nruntime: {image: x}\n")); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "b follows a's deployment", func() bool { _, ok := b.Lookup("a"); return ok })
+	waitStatus(t, b, func(s *controller.Status) bool { return s.Ready == 1 })
+	if _, err := a.Apply(ctx, parse(t, "name: a\nmode: dedicated\nruntime: {image: y}\n")); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "b follows the new revision", func() bool {
+		d, _ := b.Lookup("a")
+		return d != nil && d.Manifest().Runtime.Image == "y"
+	})
+	applies := 0
+	for _, call := range fr.Calls() {
+		if call == "apply a" {
+			applies++
+		}
+	}
+	if applies != 2 {
+		t.Fatalf("objects applied %d times, want 2 (only by the process that was asked): %v", applies, fr.Calls())
+	}
+	if err := a.Delete(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "b forgets the deleted deployment", func() bool { _, ok := b.Lookup("a"); return !ok })
+}
+
+func until(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10s", what)
+		}
+	}
+}

@@ -184,8 +184,8 @@ func TestKubernetes_BurstDedicatedRestartDelete(t *testing.T) {
 	}
 }
 
-// Two tandem processes on one cluster: only the lease holder changes
-// replicas; kill it and the other takes over.
+// Two tandem processes on one cluster share the deployments kept there;
+// only the lease holder changes replicas; kill it and the other takes over.
 func TestKubernetes_TwoTandemsOneLeader(t *testing.T) {
 	kc := needCluster(t)
 	ns := kubeNamespace(t, kc)
@@ -195,43 +195,51 @@ func TestKubernetes_TwoTandemsOneLeader(t *testing.T) {
 		out, _ := kubectl(t, kc, "-n", ns, "get", "lease", "tandem-leader", "-o", "jsonpath={.spec.holderIdentity}")
 		return out
 	}
+	holds := func(s *server) bool { return strings.HasSuffix(holder(), "-"+strconv.Itoa(s.cmd.Process.Pid)) }
 	deadline := time.Now().Add(60 * time.Second)
-	for holder() == "" {
+	for !holds(a) && !holds(b) {
 		if time.Now().After(deadline) {
-			t.Fatal("no lease holder after 60s")
+			t.Fatalf("no tandem holds the lease after 60s (holder %q)", holder())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	leader, follower := a, b
-	if !strings.HasSuffix(holder(), "-"+strconv.Itoa(a.cmd.Process.Pid)) {
+	if holds(b) {
 		leader, follower = b, a
 	}
-	if !strings.HasSuffix(holder(), "-"+strconv.Itoa(leader.cmd.Process.Pid)) {
-		t.Fatalf("lease holder %q is neither tandem (pids %d, %d)", holder(), a.cmd.Process.Pid, b.cmd.Process.Pid)
-	}
 	leader.deploy("", fakeKube("klease", "dedicated", "min: 1\nmax: 3"))
-	deadline = time.Now().Add(60 * time.Second)
-	for replicasOf(t, kc, ns, "klease") != 1 {
+	leader.waitFor("leader serves", 60*time.Second, func(st *controller.Status) bool { return st.Ready == 1 }, "klease")
+	// The follower learns the deployment from the cluster and serves it too.
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		if r := follower.call("GET", "/models/klease/echo", ""); r.code == 200 {
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("leader did not scale to 1: %d", replicasOf(t, kc, ns, "klease"))
+			t.Fatal("the follower never served the deployment made through the leader")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// The follower decides min 2 but must not act on it.
-	follower.deploy("", fakeKube("klease", "dedicated", "min: 2\nmax: 3"))
-	time.Sleep(2 * time.Second)
-	if n := replicasOf(t, kc, ns, "klease"); n != 1 {
-		t.Fatalf("the follower changed replicas to %d", n)
+	if strings.Contains(follower.log.String(), "msg=scaled") {
+		t.Fatalf("the follower changed replicas:\n%s", follower.log)
+	}
+	if !strings.Contains(leader.log.String(), "msg=scaled") {
+		t.Fatalf("the leader never scaled:\n%s", leader.log)
 	}
 	leader.stop(syscall.SIGKILL)
 	deadline = time.Now().Add(60 * time.Second)
-	for replicasOf(t, kc, ns, "klease") != 2 {
+	for !holds(follower) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the follower did not take over (holder %q, replicas %d)", holder(), replicasOf(t, kc, ns, "klease"))
+			t.Fatalf("the follower did not take the lease (holder %q)", holder())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if h := holder(); !strings.HasSuffix(h, "-"+strconv.Itoa(follower.cmd.Process.Pid)) {
-		t.Fatalf("lease holder after takeover = %q", h)
+	follower.deploy("", fakeKube("klease", "dedicated", "min: 2\nmax: 3"))
+	deadline = time.Now().Add(60 * time.Second)
+	for replicasOf(t, kc, ns, "klease") != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new leader did not scale (replicas %d)", replicasOf(t, kc, ns, "klease"))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -14,6 +14,7 @@ import (
 var (
 	_ backend.ReplicaBackend = (*Replicas)(nil)
 	_ backend.Leader         = (*Replicas)(nil)
+	_ backend.Catalog        = (*Replicas)(nil)
 )
 
 // Replicas is a hand-written replica backend: Scale starts or stops
@@ -27,6 +28,7 @@ type Replicas struct {
 	replicas map[string]int
 	servers  map[string][]*replica
 	watchers map[string][]chan []backend.Instance
+	annots   map[string]map[string]string
 	calls    []string
 	seq      int
 }
@@ -39,7 +41,8 @@ type replica struct {
 // NewReplicas returns a leading replica backend serving h.
 func NewReplicas(h http.Handler) *Replicas {
 	return &Replicas{Handler: h, Leading: true, replicas: map[string]int{},
-		servers: map[string][]*replica{}, watchers: map[string][]chan []backend.Instance{}}
+		servers: map[string][]*replica{}, watchers: map[string][]chan []backend.Instance{},
+		annots: map[string]map[string]string{}}
 }
 
 // Name implements backend.ReplicaBackend.
@@ -74,7 +77,19 @@ func (r *Replicas) Apply(ctx context.Context, spec backend.Spec) error {
 	if _, ok := r.replicas[spec.Deployment]; !ok {
 		r.replicas[spec.Deployment] = 0
 	}
+	r.annots[spec.Deployment] = spec.Annotations
 	return nil
+}
+
+// Annotation implements backend.Catalog.
+func (r *Replicas) Annotation(ctx context.Context, key string) (map[string]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]string{}
+	for name := range r.replicas {
+		out[name] = r.annots[name][key]
+	}
+	return out, nil
 }
 
 // Scale implements backend.ReplicaBackend.
@@ -151,6 +166,7 @@ func (r *Replicas) Delete(ctx context.Context, name string) error {
 	}
 	delete(r.servers, name)
 	delete(r.replicas, name)
+	delete(r.annots, name)
 	return nil
 }
 

@@ -83,7 +83,14 @@ func (b *Backend) Apply(ctx context.Context, spec backend.Spec) error {
 			return ErrNotManaged
 		}
 		if cur.Annotations[AnnotationSpecHash] == want.Annotations[AnnotationSpecHash] && maps.Equal(cur.Labels, want.Labels) {
-			return nil
+			if annotationsHeld(cur.Annotations, spec.Annotations) {
+				return nil
+			}
+			// Same pods: only tandem's record changed; no rollout.
+			next := cur.DeepCopy()
+			next.Annotations = mergeAnnotations(cur.Annotations, spec.Annotations)
+			_, err = deps.Update(ctx, next, metav1.UpdateOptions{})
+			return err
 		}
 		next := cur.DeepCopy()
 		next.Labels, next.Annotations = want.Labels, mergeAnnotations(cur.Annotations, want.Annotations)
@@ -220,4 +227,30 @@ func mergeAnnotations(cur, want map[string]string) map[string]string {
 	}
 	maps.Copy(out, want)
 	return out
+}
+
+// annotationsHeld reports whether cur already carries every want.
+func annotationsHeld(cur, want map[string]string) bool {
+	for k, v := range want {
+		if cur[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Annotation implements backend.Catalog: the named annotation of every
+// Deployment tandem manages in the namespace, by deployment name.
+func (b *Backend) Annotation(ctx context.Context, key string) (map[string]string, error) {
+	list, err := b.client.AppsV1().Deployments(b.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: backend.LabelManaged + "=true"})
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: list deployments: %w", err)
+	}
+	out := make(map[string]string, len(list.Items))
+	for _, d := range list.Items {
+		if name := d.Labels[backend.LabelDeployment]; name != "" {
+			out[name] = d.Annotations[key]
+		}
+	}
+	return out, nil
 }

@@ -30,6 +30,7 @@ const (
 // Leader who may change them.
 var (
 	_ backend.ReplicaBackend = (*Backend)(nil)
+	_ backend.Catalog        = (*Backend)(nil)
 	_ backend.Leader         = (*Backend)(nil)
 )
 

@@ -159,6 +159,9 @@ func Build(spec backend.Spec, cfg Config) (Objects, error) {
 		},
 	}
 	dep.Annotations = map[string]string{AnnotationSpecHash: specHash(dep.Spec.Template, dep.Spec.Strategy, objs.ConfigMap)}
+	for k, v := range spec.Annotations {
+		dep.Annotations[k] = v
+	}
 	svcMeta := *meta.DeepCopy()
 	svcMeta.Name = serviceName(name)
 	objs.Deployment = dep
