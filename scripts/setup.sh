@@ -14,7 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON=/usr/bin/python3 # Debian's interpreter; the first python3 on PATH may lack its packages.
 
 # Steps run in this order when none are named.
-STEPS=(packages model onnxruntime docker cluster)
+STEPS=(packages model onnxruntime chromium docker cluster)
 
 log() { printf 'setup: %s\n' "$*"; }
 die() {
@@ -100,6 +100,12 @@ step_model() {
 step_onnxruntime() {
 	bash "$ROOT/scripts/fetch-onnxruntime.sh"
 	log "onnxruntime: ok"
+}
+
+# chromium: Debian's headless Chromium, for the test that opens tandem bench's HTML report.
+step_chromium() {
+	apt_install chromium
+	log "chromium: ok"
 }
 
 # docker: Docker Engine from Debian, started without a bridge, and the images the tests run.

@@ -23,6 +23,7 @@ import (
 	"tandem/internal/backend/kubernetes"
 	"tandem/internal/backend/process"
 	"tandem/internal/controller"
+	"tandem/internal/cost"
 	"tandem/internal/gateway"
 	"tandem/internal/inference"
 	"tandem/internal/manifest"
@@ -46,11 +47,11 @@ type Hooks struct {
 var ServeHooks Hooks
 
 type serveOpts struct {
-	listen, adminListen, grpcListen, dataDir, backend, logLevel, docker string
-	tick                                                                time.Duration
-	grpcExplicit                                                        bool
-	kubeconfig, kubeNamespace                                           string
-	kubeHostNetwork                                                     bool
+	listen, adminListen, grpcListen, dataDir, backend, logLevel, docker, prices string
+	tick                                                                        time.Duration
+	grpcExplicit                                                                bool
+	kubeconfig, kubeNamespace                                                   string
+	kubeHostNetwork                                                             bool
 }
 
 func serveCmd() *cobra.Command {
@@ -74,6 +75,7 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&o.backend, "backend", "process", "default backend for manifests that name none")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.DurationVar(&o.tick, "autoscale-interval", time.Second, "how often each deployment's autoscaler decides")
+	f.StringVar(&o.prices, "prices", "", "price table (YAML) for the cost meter; default: prices/default.yaml's values")
 	f.StringVar(&o.docker, "docker", "auto", "Docker backend: on, off, or auto (on when a Docker engine socket is found)")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "Kubernetes backend: kubeconfig file (in a cluster: empty uses the pod's service account)")
 	f.StringVar(&o.kubeNamespace, "kube-namespace", "tandem", "Kubernetes backend: namespace of the models' objects")
@@ -96,6 +98,28 @@ func serve(ctx context.Context, o serveOpts) error {
 		return err
 	}
 	defer st.Close()
+	prices := cost.DefaultPrices()
+	if o.prices != "" {
+		if prices, err = cost.LoadPrices(o.prices); err != nil {
+			return fmt.Errorf("--prices: %w", err)
+		}
+	}
+	meter, err := cost.Open(dataDir, prices, log, time.Now())
+	if err != nil {
+		return err
+	}
+	meterCtx, stopMeter := context.WithCancel(context.Background())
+	meterDone := make(chan struct{})
+	go func() { defer close(meterDone); meter.Run(meterCtx, time.Second, 10*time.Second) }()
+	// Runs after the controller has stopped every instance (and told the
+	// meter), before st.Close.
+	defer func() {
+		stopMeter()
+		<-meterDone
+		if err := meter.Close(time.Now()); err != nil {
+			log.Error("closing the cost meter", "err", err)
+		}
+	}()
 
 	backends := map[string]backend.Backend{}
 	pb, err := process.New(process.Config{DataDir: dataDir, Logger: log.With("component", "process")})
@@ -145,9 +169,10 @@ func serve(ctx context.Context, o serveOpts) error {
 	}
 	self, _ := os.Executable()
 	m := metrics.New()
+	m.Registry.MustRegister(meter)
 	cfg := controller.Config{
 		Store: st, Backends: backends, ReplicaBackends: replicas, DefaultBackend: o.backend, Metrics: m,
-		Logger: log, Tick: o.tick, SelfExe: self,
+		Logger: log, Tick: o.tick, SelfExe: self, Meter: meter,
 		Describe: describeModel, PrepareSpec: prepareSpec(self),
 	}
 	for _, f := range ServeHooks.Configure {
@@ -203,7 +228,9 @@ func serve(ctx context.Context, o serveOpts) error {
 		info.GRPC = gl2.Addr().String()
 	}
 	gsrv := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	asrv := &http.Server{Handler: api.NewServer(ctrl, m, info, log), ReadHeaderTimeout: 10 * time.Second}
+	admin := api.NewServer(ctrl, m, info, log)
+	meter.Mount(admin.Handle)
+	asrv := &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- gsrv.Serve(gl) }()
 	go func() { errc <- asrv.Serve(al) }()

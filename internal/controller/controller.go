@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"tandem/internal/backend"
+	"tandem/internal/cost"
 	"tandem/internal/manifest"
 	"tandem/internal/metrics"
 	"tandem/internal/problem"
@@ -64,6 +65,9 @@ type Config struct {
 	// and the model file's mount. It must not modify spec.Manifest in place
 	// (copy it first).
 	PrepareSpec func(backendName string, spec *backend.Spec) error
+	// Meter meters instance time and requests for cost reports; nil
+	// meters nothing.
+	Meter *cost.Meter
 }
 
 // Controller is safe for concurrent use.
@@ -286,6 +290,7 @@ func (c *Controller) Delete(ctx context.Context, name string) error {
 		err = d.rb.Delete(ctx, name)
 	}
 	c.cfg.Metrics.Forget(name)
+	c.cfg.Meter.DeploymentDeleted(name, time.Now())
 	return err
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"tandem/internal/autoscaler"
 	"tandem/internal/backend"
+	"tandem/internal/cost"
 	"tandem/internal/manifest"
 	"tandem/internal/metrics"
 	"tandem/internal/pool"
@@ -33,6 +34,9 @@ type Deployment struct {
 	Name    string
 	Pool    *pool.Pool
 	Metrics *metrics.Model
+	// Usage counts answered requests for the cost meter (atomics; nil
+	// when metering is off).
+	Usage *cost.RequestCounter
 
 	c    *Controller
 	be   backend.Backend        // instance backends (process, docker)
@@ -107,6 +111,7 @@ func (c *Controller) newDeployment(r *store.Record, be backend.Backend, rb backe
 	d := &Deployment{
 		Name:      r.Manifest.Name,
 		Metrics:   c.cfg.Metrics.ForModel(r.Manifest.Name),
+		Usage:     c.cfg.Meter.Requests(r.Manifest.Name),
 		c:         c,
 		be:        be,
 		rb:        rb,
@@ -121,6 +126,7 @@ func (c *Controller) newDeployment(r *store.Record, be backend.Backend, rb backe
 	d.rec.Store(r)
 	d.Pool = pool.New(d.poolConfig(r.Manifest))
 	d.setManifest(r.Manifest)
+	c.cfg.Meter.Deployment(r.Manifest, time.Now())
 	d.publishStatus()
 	return d
 }
@@ -224,6 +230,7 @@ func (d *Deployment) run(adopted []backend.Instance) {
 	for _, bi := range adopted {
 		in := &inst{id: bi.ID, rev: bi.Revision, state: stateStarting, addr: bi.Addr, started: bi.StartedAt, trigger: time.Now(), adopted: true}
 		d.instances[bi.ID] = in
+		d.c.cfg.Meter.InstanceStarting(d.Name, bi.ID, in.trigger)
 		d.log.Info("adopted instance", "instance", bi.ID, "addr", bi.Addr)
 		d.watch(in, bi)
 	}
@@ -255,6 +262,7 @@ func (d *Deployment) run(adopted []backend.Instance) {
 func (d *Deployment) applyUpdate(r *store.Record) {
 	d.log.Info("manifest updated", "revision", r.Manifest.Hash())
 	d.setManifest(r.Manifest)
+	d.c.cfg.Meter.Deployment(r.Manifest, time.Now())
 	d.Pool.SetConfig(d.poolConfig(r.Manifest))
 	d.failures = 0
 	d.nextStart = time.Time{}
@@ -402,6 +410,7 @@ func (d *Deployment) retire(in *inst) {
 func (d *Deployment) startInstance(now time.Time) {
 	in := &inst{id: newID(d.Name), rev: d.rev, state: stateStarting, trigger: now}
 	d.instances[in.id] = in
+	d.c.cfg.Meter.InstanceStarting(d.Name, in.id, now)
 	ctx, cancel := context.WithCancel(context.Background())
 	in.cancel = cancel
 	m := d.man
@@ -459,7 +468,7 @@ func (d *Deployment) handle(ev any) {
 			return
 		}
 		if ev.err != nil {
-			delete(d.instances, ev.id)
+			d.forget(ev.id, now)
 			if in.state == stateStopping {
 				return // retired while starting; the cancelled start is no failure
 			}
@@ -502,6 +511,7 @@ func (d *Deployment) handle(ev any) {
 			d.c.cfg.Metrics.Phase(d.Name, "ready", now.Sub(in.started).Seconds())
 			d.c.cfg.Metrics.Phase(d.Name, "total", now.Sub(in.trigger).Seconds())
 		}
+		d.c.cfg.Meter.InstanceReady(d.Name, in.id, in.pi, now)
 		d.Pool.Add(in.pi)
 		d.reconcile(now)
 	case evExited:
@@ -509,7 +519,7 @@ func (d *Deployment) handle(ev any) {
 		if in == nil {
 			return
 		}
-		delete(d.instances, ev.id)
+		d.forget(ev.id, now)
 		if in.pi != nil {
 			in.pi.MarkExited(ev.exit)
 			d.Pool.Remove(in.id)
@@ -531,6 +541,12 @@ func (d *Deployment) handle(ev any) {
 		}
 		d.reconcile(now)
 	}
+}
+
+// forget drops an instance that is gone, and tells the cost meter.
+func (d *Deployment) forget(id string, now time.Time) {
+	delete(d.instances, id)
+	d.c.cfg.Meter.InstanceGone(d.Name, id, now)
 }
 
 // failed records an instance failure, backs off the next start, and when
@@ -576,14 +592,14 @@ func (d *Deployment) stopAll() {
 				}
 			}
 			if st, ok := ev.(evStarted); ok && st.err != nil {
-				delete(d.instances, st.id)
+				d.forget(st.id, time.Now())
 				continue
 			}
 			if ex, ok := ev.(evExited); ok {
 				if in := d.instances[ex.id]; in != nil && in.pi != nil {
 					in.pi.MarkExited(ex.exit)
 				}
-				delete(d.instances, ex.id)
+				d.forget(ex.id, time.Now())
 			}
 		case <-deadline:
 			d.log.Error("instances did not stop in time", "left", len(d.instances))

@@ -59,6 +59,7 @@ func (d *Deployment) runReplicas() {
 			d.Pool.Close()
 			for id, in := range d.instances {
 				d.Pool.Remove(id)
+				d.c.cfg.Meter.InstanceGone(d.Name, id, time.Now())
 				in.pi.MarkExited(backend.Exit{Code: -1, Err: fmt.Errorf("deployment stopped"), At: time.Now()})
 			}
 			close(done)
@@ -127,11 +128,12 @@ func (d *Deployment) syncEndpoints(set []backend.Instance) {
 		in = &inst{id: e.ID, rev: d.rev, state: stateReady, addr: e.Addr, started: e.StartedAt, readyAt: now}
 		in.pi = pool.NewInstance(e.ID, e.Addr)
 		d.instances[e.ID] = in
+		d.c.cfg.Meter.InstanceReady(d.Name, e.ID, in.pi, now)
 		d.Pool.Add(in.pi)
 	}
 	for id, in := range d.instances {
 		if !seen[id] {
-			delete(d.instances, id)
+			d.forget(id, now)
 			d.Pool.Remove(id)
 			in.pi.MarkExited(backend.Exit{Code: -1, Err: fmt.Errorf("endpoint %s left the ready set", in.addr), At: now})
 		}

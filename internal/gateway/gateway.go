@@ -106,6 +106,7 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer lease.Release()
+	defer func() { d.Usage.Add(time.Since(start), lease.ColdStart) }()
 	if lease.ColdStart {
 		d.Metrics.ColdStarts.Inc()
 		d.Metrics.ColdWait.Observe(lease.Waited.Seconds())

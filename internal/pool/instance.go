@@ -25,6 +25,12 @@ type Instance struct {
 	limit    atomic.Int64
 	draining atomic.Bool
 
+	// The busy clock (cost.BusyReader), touched only when in-flight moves
+	// between 0 and 1, never per request otherwise.
+	busyMu    sync.Mutex
+	busySince time.Time // zero while idle
+	busyTotal time.Duration
+
 	exitOnce sync.Once
 	exited   chan struct{}
 	exit     atomic.Pointer[backend.Exit]
@@ -59,16 +65,55 @@ func (in *Instance) tryAcquire() bool {
 			return false
 		}
 		if in.inflight.CompareAndSwap(n, n+1) {
+			if n == 0 {
+				in.busyEdge()
+			}
 			break
 		}
 	}
 	// Checked after taking the slot: Drain sets the flag, then watches the
 	// count, so one of the two always sees the other.
 	if in.draining.Load() {
-		in.inflight.Add(-1)
+		in.release()
 		return false
 	}
 	return true
+}
+
+// release gives a slot back, ending the busy period when it was the last.
+func (in *Instance) release() {
+	if in.inflight.Add(-1) == 0 {
+		in.busyEdge()
+	}
+}
+
+// busyEdge brings the busy clock in line with the in-flight count. Edges of
+// concurrent requests may arrive here out of order; reading the count under
+// the lock, rather than trusting the edge, keeps the clock consistent.
+func (in *Instance) busyEdge() {
+	now := time.Now()
+	in.busyMu.Lock()
+	defer in.busyMu.Unlock()
+	busy := in.inflight.Load() > 0
+	switch {
+	case busy && in.busySince.IsZero():
+		in.busySince = now
+	case !busy && !in.busySince.IsZero():
+		in.busyTotal += now.Sub(in.busySince)
+		in.busySince = time.Time{}
+	}
+}
+
+// BusyTime returns how long, in total up to now, the instance had at least
+// one request in flight (cost.BusyReader). It does not block for long.
+func (in *Instance) BusyTime(now time.Time) time.Duration {
+	in.busyMu.Lock()
+	defer in.busyMu.Unlock()
+	t := in.busyTotal
+	if !in.busySince.IsZero() && now.After(in.busySince) {
+		t += now.Sub(in.busySince)
+	}
+	return t
 }
 
 // InFlight returns the requests being served by this instance now.

@@ -124,7 +124,7 @@ func (l *Lease) Release() {
 	if !l.done.CompareAndSwap(false, true) {
 		return
 	}
-	l.Instance.inflight.Add(-1)
+	l.Instance.release()
 	l.pool.stats.add(-1)
 	if l.pool.queued.Load() > 0 {
 		l.pool.dispatch()

@@ -1,0 +1,101 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"tandem/internal/api"
+	"tandem/internal/bench"
+	"tandem/internal/cost"
+	"tandem/internal/manifest"
+	"tandem/internal/problem"
+	"tandem/internal/recommend"
+)
+
+func init() { Register(costCmd) }
+
+func costCmd() *cobra.Command {
+	var since string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "cost [NAME] [--since 24h]",
+		Short: "Show what deployments used and cost, and what the other mode would have cost",
+		Long: `Show what deployments used and cost, and what the other mode would have cost.
+
+Instance time is split into starting, busy (at least one request in flight)
+and idle (up, serving nothing). "cost" is what the deployment paid under its
+own mode with the server's price table (tandem serve --prices); the "as"
+columns price the same traffic as serverless and as dedicated. --since takes a
+duration back from now (24h, 90m, 7d) or an RFC 3339 time; usage is kept per
+minute.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			q := url.Values{"since": {since}}
+			if len(args) == 1 {
+				q.Set("model", args[0])
+			}
+			var rep cost.Report
+			if err := getJSON(cmd, "/v1/cost?"+q.Encode(), &rep); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), rep)
+			}
+			if len(args) == 1 && len(rep.Models) == 0 {
+				return fmt.Errorf("no usage of %q since %s", args[0], rep.Since.Local().Format(time.DateTime))
+			}
+			return writeCost(cmd.OutOrStdout(), &rep)
+		},
+	}
+	cmd.Flags().StringVar(&since, "since", "24h", "start: a duration back from now (24h, 90m, 7d) or an RFC 3339 time")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	return cmd
+}
+
+func writeCost(w io.Writer, rep *cost.Report) error {
+	money := func(v float64) string { return recommend.FormatMoney(v, rep.Currency) }
+	fmt.Fprintf(w, "from %s to %s\n\n", rep.Since.Local().Format(time.DateTime), rep.Until.Local().Format(time.DateTime))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "model\tmode\trequests\tcold starts\tinstance-s\tstarting\tbusy\tidle\tcost\tper 1k\tidle cost\tas serverless\tas dedicated\t")
+	for _, m := range rep.Models {
+		u := m.Usage
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			m.Model, m.Mode, u.Requests, u.ColdStarts, bench.Seconds(u.Total().Seconds), bench.Seconds(u.Starting.Seconds),
+			bench.Seconds(u.Busy.Seconds), bench.Seconds(u.Idle.Seconds),
+			money(m.Cost), money(m.CostPer1K), money(m.CostIdle),
+			money(m.CostAs[manifest.Serverless]), money(m.CostAs[manifest.Dedicated]))
+	}
+	return tw.Flush()
+}
+
+// getJSON reads a control API resource into out.
+func getJSON(cmd *cobra.Command, path string, out any) error {
+	c := client(cmd)
+	req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, c.Base+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach tandem's control API at %s (is `tandem serve` running? set --admin or TANDEM_ADMIN): %w", c.Base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		raw, _ := io.ReadAll(resp.Body)
+		var eb struct {
+			Error problem.Error `json:"error"`
+		}
+		if json.Unmarshal(raw, &eb) != nil || eb.Error.Message == "" {
+			eb.Error.Message = fmt.Sprintf("%s: %s", resp.Status, raw)
+		}
+		return &api.Error{Status: resp.StatusCode, Body: eb.Error}
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}

@@ -1,0 +1,677 @@
+package recommend
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"tandem/internal/autoscaler"
+	"tandem/internal/cost"
+	"tandem/internal/loadgen"
+	"tandem/internal/manifest"
+	"tandem/internal/trace"
+)
+
+// Timings are the model's own timings, measured on a real instance.
+type Timings struct {
+	// ColdStart runs from the decision to start an instance until it is
+	// ready (the controller's "total" start phase).
+	ColdStart time.Duration `json:"cold_start"`
+	// Service holds warm service times by path ("" for any path not
+	// listed): how long an instance is busy with one request. The
+	// simulation draws from them. Requests on one instance are taken not
+	// to slow each other down.
+	Service map[string][]time.Duration `json:"service"`
+	// Overhead is what a client sees on top of the service time (the
+	// gateway and the network); it adds to latency, not to busy time.
+	Overhead time.Duration `json:"overhead"`
+	// Stop is how long an instance takes to exit once drained.
+	Stop time.Duration `json:"stop"`
+}
+
+// ErrTimings is returned for timings the simulation cannot use.
+var ErrTimings = errors.New("invalid model timings")
+
+func (t *Timings) check() error {
+	if t.ColdStart < 0 || t.Stop < 0 || t.Overhead < 0 {
+		return fmt.Errorf("%w: negative cold start or stop time", ErrTimings)
+	}
+	if len(t.Service) == 0 {
+		return fmt.Errorf("%w: no service times", ErrTimings)
+	}
+	for p, s := range t.Service {
+		if len(s) == 0 {
+			return fmt.Errorf("%w: no service times for path %q", ErrTimings, p)
+		}
+	}
+	return nil
+}
+
+// Config is one simulation's settings.
+type Config struct {
+	// Manifest is the deployment as it would run (ForMode sets the mode).
+	Manifest *manifest.Manifest
+	// Prices price the usage (the defaults when nil).
+	Prices *cost.Prices
+	// Tick is the controller's autoscaling interval (default 1s).
+	Tick time.Duration
+	// End is when the measured stretch ends at least; the simulation runs
+	// on until the last request is answered. Zero means the trace's last
+	// arrival.
+	End time.Duration
+	// Seed makes the draws of service times repeatable.
+	Seed uint64
+
+	everyTick bool // tests: run every tick, quiet or not
+}
+
+// Result is what a simulated (or measured) run came to.
+type Result struct {
+	Mode       manifest.Mode   `json:"mode"`
+	Requests   int             `json:"requests"`
+	Errors     int             `json:"errors"`
+	Latency    loadgen.Latency `json:"latency_ms"`
+	ColdStarts int             `json:"cold_starts"`
+	// ColdLatency summarises the requests that waited for a start.
+	ColdLatency loadgen.Latency `json:"cold_start_latency_ms"`
+	// Starts counts instances started.
+	Starts int `json:"instance_starts"`
+	// Peak is the most instances up at once.
+	Peak int `json:"peak_instances"`
+	// Duration is the stretch the usage covers.
+	Duration time.Duration `json:"duration"`
+	Usage    cost.Usage    `json:"usage"`
+	Cost     float64       `json:"cost_total"`
+	CostIdle float64       `json:"cost_idle"`
+	// CostPer1K is Cost per thousand requests.
+	CostPer1K float64 `json:"cost_per_1k"`
+}
+
+// ForMode returns a copy of m set to run in mode, as bench deploys it:
+// serverless scales to zero (scaling.min 0), dedicated keeps at least
+// one instance (scaling.min at least 1).
+func ForMode(m *manifest.Manifest, mode manifest.Mode) *manifest.Manifest {
+	c := *m
+	c.Mode = mode
+	lo := m.Scaling.MinInstances()
+	if mode == manifest.Dedicated {
+		lo = max(lo, 1)
+	} else {
+		lo = 0
+	}
+	c.Scaling.Min = &lo
+	c.Scaling.Max = max(c.Scaling.Max, lo)
+	return &c
+}
+
+// params returns the autoscaler's parameters the controller would use.
+func params(m *manifest.Manifest) autoscaler.Params {
+	p := autoscaler.ParamsFrom(m)
+	// A program on a fixed port runs once per machine on processes.
+	if m.Runtime.Port != 0 && (m.Backend == "" || m.Backend == manifest.BackendProcess) {
+		p.Max = 1
+		p.Min = min(p.Min, 1)
+	}
+	return p
+}
+
+// windowBucket is the controller's choice of bucket for its Window.
+func windowBucket(m *manifest.Manifest) time.Duration {
+	b := min(time.Second, m.Scaling.PanicWindow.D()/4)
+	return max(b, 10*time.Millisecond)
+}
+
+// epoch is the simulation's time zero. Any fixed instant would do; it is
+// not the zero time.Time, which the autoscaler reads as "never".
+var epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+type instState uint8
+
+const (
+	simStarting instState = iota
+	simReady
+	simDraining
+	simGone
+)
+
+type simInstance struct {
+	id       string
+	state    instState
+	inflight int
+	edges    time.Duration // the busy clock: minus each busy period's start, plus its end
+}
+
+// BusyTime implements cost.BusyReader with the simulation's clock.
+func (in *simInstance) BusyTime(now time.Time) time.Duration {
+	b := in.edges
+	if in.inflight > 0 {
+		b += now.Sub(epoch)
+	}
+	return b
+}
+
+type waiter struct {
+	path     string
+	at       time.Duration
+	cold     bool
+	deadline time.Duration
+	done     bool
+}
+
+type evKind uint8
+
+const (
+	evComplete evKind = iota
+	evReady
+	evExit
+	evTimeout
+)
+
+type event struct {
+	at   time.Duration
+	seq  uint64
+	kind evKind
+	inst *simInstance
+	w    *waiter
+}
+
+// sim replays a trace through the pool's activator semantics and the
+// controller's loop, with autoscaler.Decide and autoscaler.Window deciding
+// exactly as they do live, in simulated time.
+type sim struct {
+	cfg     Config
+	tm      Timings
+	man     *manifest.Manifest
+	params  autoscaler.Params
+	window  *autoscaler.Window
+	state   autoscaler.State
+	rng     *rand.Rand
+	service map[string][]time.Duration
+	meter   *cost.Meter
+	reqs    *cost.RequestCounter
+
+	now    time.Duration
+	events evHeap
+	seq    uint64
+
+	instances []*simInstance // every instance not gone
+	ready     []*simInstance // in rotation, in the order they were added
+	waiters   []*waiter      // FIFO; done ones are skipped
+	queued    int
+	inflight  int // requests being served, on any instance
+	nextID    int
+	desired   int
+
+	// The pool's concurrency integral (in flight plus queued).
+	cur        int
+	integral   float64
+	last       time.Duration
+	sampled    time.Duration
+	hasSampled bool
+	lastActive time.Duration
+	everActive bool
+
+	// idle is set while ticks would change nothing: they are skipped
+	// until the next event or arrival (see quiescent and wake).
+	idle bool
+
+	lat, cold *loadgen.Histogram
+	res       Result
+	lastDone  time.Duration
+}
+
+// Simulate replays tr through a deployment of cfg.Manifest with the
+// model's timings tm and returns what it came to, usage and cost included
+// (metered by cost.Meter, as live).
+func Simulate(tr *trace.Trace, tm Timings, cfg Config) (*Result, error) {
+	if err := tm.check(); err != nil {
+		return nil, err
+	}
+	if cfg.Manifest == nil {
+		return nil, errors.New("simulate: no manifest")
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = time.Second
+	}
+	if cfg.Prices == nil {
+		cfg.Prices = cost.DefaultPrices()
+	}
+	m := cfg.Manifest
+	s := &sim{
+		cfg: cfg, tm: tm, man: m, params: params(m),
+		window:  autoscaler.NewWindow(windowBucket(m), m.Scaling.StableWindow.D()),
+		rng:     rand.New(rand.NewPCG(cfg.Seed, 0x73696d)),
+		service: tm.Service,
+		meter:   cost.NewMeter(cfg.Prices, epoch),
+		lat:     loadgen.NewHistogram(),
+		cold:    loadgen.NewHistogram(),
+	}
+	s.res.Mode = m.Mode
+	s.reqs = s.meter.Requests(m.Name)
+	s.meter.Deployment(m, epoch)
+	// The measured stretch starts with the deployment settled: dedicated
+	// warm at its minimum, serverless at zero.
+	for i := 0; i < s.params.Min; i++ {
+		in := s.start()
+		s.becomeReady(in)
+	}
+	s.res.Starts = 0
+	s.run(tr)
+	return s.finish(tr), nil
+}
+
+func (s *sim) at(d time.Duration) time.Time { return epoch.Add(d) }
+
+func (s *sim) push(e event) {
+	s.seq++
+	e.seq = s.seq
+	s.events.push(e)
+}
+
+func (s *sim) run(tr *trace.Trace) {
+	reqs := tr.Requests
+	i := 0
+	nextTick := s.cfg.Tick
+	for {
+		// The next thing to happen: an event, an arrival or a tick. Events
+		// at an instant go first, then arrivals, then the tick.
+		const never = time.Duration(1<<63 - 1)
+		evAt, arrAt := never, never
+		if len(s.events) > 0 {
+			evAt = s.events[0].at
+		}
+		if i < len(reqs) {
+			arrAt = reqs[i].At
+		}
+		tickAt := nextTick
+		if s.idle {
+			tickAt = never
+		}
+		next := min(evAt, arrAt, tickAt)
+		// The measured stretch ends once every request is answered and
+		// End has passed; what happens later is not measured.
+		if i == len(reqs) && s.inflight == 0 && s.queued == 0 && next > s.cfg.End {
+			return
+		}
+		if s.idle {
+			nextTick = s.wake(next, nextTick)
+		}
+		switch {
+		case evAt == next:
+			e := s.events.pop()
+			s.now = e.at
+			s.handle(e)
+		case arrAt == next:
+			s.now = arrAt
+			s.arrive(reqs[i])
+			i++
+		default:
+			s.now = nextTick
+			s.evaluate()
+			nextTick += s.cfg.Tick
+			s.idle = !s.cfg.everyTick && s.quiescent()
+		}
+	}
+}
+
+// arrive is pool.Acquire: the least-loaded ready instance with room, or
+// the activator queue, which asks for a scale-up at once.
+func (s *sim) arrive(r trace.Request) {
+	s.statsAdd(1)
+	if in := s.pick(); in != nil {
+		s.serve(in, r.Path, r.At, false)
+		return
+	}
+	if s.queued >= s.man.Scaling.MaxQueue {
+		s.statsAdd(-1)
+		s.res.Requests++
+		s.res.Errors++ // 503 queue full
+		return
+	}
+	w := &waiter{path: r.Path, at: s.now, cold: len(s.ready) == 0}
+	limit := s.man.Timeouts.Request.D()
+	if w.cold {
+		limit = s.man.Timeouts.Startup.D()
+	}
+	w.deadline = s.now + limit
+	s.waiters = append(s.waiters, w)
+	s.queued++
+	s.push(event{at: w.deadline, kind: evTimeout, w: w})
+	s.evaluate() // OnDemand pokes the loop
+}
+
+// pick is pool.pick: fewest in flight, first added on a tie, under the
+// container_concurrency limit.
+func (s *sim) pick() *simInstance {
+	limit := s.man.Scaling.ContainerConcurrency
+	var best *simInstance
+	for _, in := range s.ready {
+		if limit > 0 && in.inflight >= limit {
+			continue
+		}
+		if best == nil || in.inflight < best.inflight {
+			best = in
+		}
+	}
+	return best
+}
+
+func (s *sim) serve(in *simInstance, path string, arrived time.Duration, cold bool) {
+	if in.inflight == 0 {
+		in.edges -= s.now
+	}
+	in.inflight++
+	s.inflight++
+	d := s.serviceTime(path)
+	done := s.now + d
+	latency := done - arrived + s.tm.Overhead
+	s.lat.Record(latency)
+	if cold {
+		s.res.ColdStarts++
+		s.cold.Record(latency)
+	}
+	s.reqs.Add(latency, cold)
+	s.res.Requests++
+	s.push(event{at: done, kind: evComplete, inst: in})
+}
+
+func (s *sim) serviceTime(path string) time.Duration {
+	samples, ok := s.service[path]
+	if !ok {
+		samples = s.service[""]
+		if samples == nil {
+			for _, v := range s.service { // any measured path will do
+				samples = v
+				break
+			}
+		}
+		s.service[path] = samples
+	}
+	if len(samples) == 1 {
+		return samples[0]
+	}
+	return samples[s.rng.IntN(len(samples))]
+}
+
+func (s *sim) handle(e event) {
+	switch e.kind {
+	case evComplete:
+		in := e.inst
+		in.inflight--
+		s.inflight--
+		if in.inflight == 0 {
+			in.edges += s.now
+		}
+		s.lastDone = max(s.lastDone, s.now)
+		s.statsAdd(-1)
+		if in.state == simDraining && in.inflight == 0 {
+			s.push(event{at: s.now + s.tm.Stop, kind: evExit, inst: in})
+		}
+		if s.queued > 0 {
+			s.dispatch()
+		}
+	case evReady:
+		if e.inst.state != simStarting {
+			return // retired while starting
+		}
+		s.becomeReady(e.inst)
+		s.dispatch()
+		s.reconcile()
+	case evExit:
+		s.gone(e.inst)
+	case evTimeout:
+		w := e.w
+		if w.done {
+			return
+		}
+		w.done = true
+		s.queued--
+		s.statsAdd(-1)
+		s.res.Requests++
+		s.res.Errors++ // 504
+		s.lastDone = max(s.lastDone, s.now)
+	}
+}
+
+// dispatch is pool.dispatch: free slots go to waiters, oldest first.
+func (s *sim) dispatch() {
+	for s.queued > 0 {
+		in := s.pick()
+		if in == nil {
+			return
+		}
+		var w *waiter
+		for len(s.waiters) > 0 {
+			w = s.waiters[0]
+			s.waiters[0] = nil
+			s.waiters = s.waiters[1:]
+			if !w.done {
+				break
+			}
+			w = nil
+		}
+		if w == nil {
+			return
+		}
+		w.done = true
+		s.queued--
+		s.serve(in, w.path, w.at, w.cold)
+	}
+}
+
+// quiescent reports whether the ticks to come would change nothing until
+// the next event or arrival: no request in flight or queued, no panic,
+// the size settled, and a whole stable window of zeros in the Window. At
+// low rates most of a trace's ticks are such; skipping them is what makes
+// long, quiet traces fast to simulate.
+func (s *sim) quiescent() bool {
+	if s.cur != 0 || s.queued != 0 || !s.state.PanicSince.IsZero() {
+		return false
+	}
+	ready, starting := s.counts()
+	if starting != 0 || ready != s.desired || (s.params.ScaleToZero && ready != 0) {
+		return false
+	}
+	return !s.everActive || s.now-s.lastActive > s.man.Scaling.StableWindow.D()+2*windowBucket(s.man)
+}
+
+// wake ends a quiet stretch before something happens at `at`: the ticks
+// skipped since nextTick would each have recorded zero concurrency, which
+// one record over their span does alike. It returns the next tick due.
+func (s *sim) wake(at, nextTick time.Duration) time.Duration {
+	s.idle = false
+	if nextTick >= at {
+		return nextTick
+	}
+	skipped := (at - nextTick - 1) / s.cfg.Tick // ticks strictly before at, less one
+	last := nextTick + skipped*s.cfg.Tick
+	now := s.now
+	s.now = last
+	if avg, dt, _ := s.sample(); dt > 0 {
+		s.window.Record(s.at(last), dt, avg)
+	}
+	s.now = now
+	return last + s.cfg.Tick
+}
+
+// evaluate is the controller's evaluate: sample the pool, record the
+// window, decide, reconcile.
+func (s *sim) evaluate() {
+	avg, dt, lastActive := s.sample()
+	now := s.at(s.now)
+	if dt > 0 {
+		s.window.Record(now, dt, avg)
+	}
+	ready, starting := s.counts()
+	inflight := 0
+	for _, in := range s.ready {
+		inflight += in.inflight
+	}
+	sc := s.man.Scaling
+	m := autoscaler.Metrics{
+		StableConcurrency: s.window.Average(now, sc.StableWindow.D()),
+		PanicConcurrency:  s.window.Average(now, sc.PanicWindow.D()),
+		Ready:             ready,
+		Starting:          starting,
+		Queued:            s.queued,
+		InFlight:          inflight,
+		LastActive:        lastActive,
+	}
+	var d autoscaler.Decision
+	d, s.state = autoscaler.Decide(s.params, s.state, m, now)
+	s.desired = d.Desired
+	s.reconcile()
+}
+
+func (s *sim) counts() (ready, starting int) {
+	for _, in := range s.instances {
+		switch in.state {
+		case simReady:
+			ready++
+		case simStarting:
+			starting++
+		}
+	}
+	return
+}
+
+// reconcile is the controller's reconcile: start or retire instances
+// until ready plus starting matches the desired size.
+func (s *sim) reconcile() {
+	ready, starting := s.counts()
+	switch have := ready + starting; {
+	case have < s.desired:
+		for i := have; i < s.desired; i++ {
+			in := s.start()
+			s.push(event{at: s.now + s.tm.ColdStart, kind: evReady, inst: in})
+		}
+	case have > s.desired:
+		s.scaleDown(have - s.desired)
+	}
+}
+
+func (s *sim) start() *simInstance {
+	s.nextID++
+	in := &simInstance{id: fmt.Sprintf("i%d", s.nextID), state: simStarting}
+	s.instances = append(s.instances, in)
+	s.res.Starts++
+	s.res.Peak = max(s.res.Peak, len(s.instances))
+	s.meter.InstanceStarting(s.man.Name, in.id, s.at(s.now))
+	return in
+}
+
+func (s *sim) becomeReady(in *simInstance) {
+	in.state = simReady
+	s.ready = append(s.ready, in)
+	s.meter.InstanceReady(s.man.Name, in.id, in, s.at(s.now))
+}
+
+// scaleDown retires n instances: starting ones first, then the least busy
+// (the most recently added on a tie).
+func (s *sim) scaleDown(n int) {
+	for ; n > 0; n-- {
+		var pick *simInstance
+		for _, in := range s.instances {
+			if in.state == simStarting {
+				pick = in
+				break
+			}
+		}
+		if pick == nil {
+			for _, in := range s.ready {
+				if pick == nil || in.inflight <= pick.inflight {
+					pick = in
+				}
+			}
+		}
+		if pick == nil {
+			return
+		}
+		s.retire(pick)
+	}
+}
+
+func (s *sim) retire(in *simInstance) {
+	if in.state == simStarting {
+		in.state = simDraining
+		s.push(event{at: s.now + s.tm.Stop, kind: evExit, inst: in})
+		return
+	}
+	in.state = simDraining
+	for i, r := range s.ready {
+		if r == in {
+			s.ready = append(s.ready[:i], s.ready[i+1:]...)
+			break
+		}
+	}
+	if in.inflight == 0 {
+		s.push(event{at: s.now + s.tm.Stop, kind: evExit, inst: in})
+	}
+}
+
+func (s *sim) gone(in *simInstance) {
+	if in.state == simGone {
+		return
+	}
+	in.state = simGone
+	for i, r := range s.instances {
+		if r == in {
+			s.instances = append(s.instances[:i], s.instances[i+1:]...)
+			break
+		}
+	}
+	s.meter.InstanceGone(s.man.Name, in.id, s.at(s.now))
+}
+
+// statsAdd and sample are the pool's concurrency integral, in sim time.
+func (s *sim) statsAdd(d int) {
+	s.integral += float64(s.cur) * float64(s.now-s.last)
+	s.last = s.now
+	s.cur += d
+	if s.cur > 0 || d < 0 {
+		s.lastActive, s.everActive = s.now, true
+	}
+}
+
+func (s *sim) sample() (float64, time.Duration, time.Time) {
+	now := max(s.now, s.last)
+	s.integral += float64(s.cur) * float64(now-s.last)
+	s.last = now
+	start := now
+	if s.hasSampled {
+		start = s.sampled
+	}
+	dt := now - start
+	avg := float64(s.cur)
+	if dt > 0 {
+		avg = s.integral / float64(dt)
+	}
+	s.integral = 0
+	s.sampled, s.hasSampled = now, true
+	var active time.Time
+	switch {
+	case s.cur > 0:
+		active = s.at(now)
+	case s.everActive:
+		active = s.at(s.lastActive)
+	}
+	return avg, dt, active
+}
+
+func (s *sim) finish(tr *trace.Trace) *Result {
+	end := max(s.cfg.End, tr.Duration(), s.lastDone, s.now)
+	u := s.meter.Live(s.at(end)).Models[s.man.Name]
+	p := s.cfg.Prices
+	r := &s.res
+	r.Duration = end
+	r.Usage = u
+	r.Cost = p.Cost(s.man.Mode, u)
+	r.CostIdle = p.IdleCost(s.man.Mode, u)
+	if r.Requests > 0 {
+		r.CostPer1K = r.Cost / float64(r.Requests) * 1000
+	}
+	r.Latency = s.lat.Summary()
+	r.ColdLatency = s.cold.Summary()
+	return r
+}
