@@ -37,6 +37,26 @@ func ParamsFrom(m *manifest.Manifest) Params {
 	}
 }
 
+// ParamsOn is ParamsFrom for a deployment on the named backend: a program
+// on a fixed port (runtime.port) runs once per machine on processes, so
+// there it scales between 0 and 1. The controller and the simulator of
+// `tandem recommend` both use it, so they decide alike.
+func ParamsOn(m *manifest.Manifest, backendName string) Params {
+	p := ParamsFrom(m)
+	if m.Runtime.Port != 0 && backendName == manifest.BackendProcess {
+		p.Max = 1
+		p.Min = min(p.Min, 1)
+	}
+	return p
+}
+
+// WindowBucket is the bucket a deployment's Window uses: a quarter of the
+// panic window, between 10ms and 1s.
+func WindowBucket(m *manifest.Manifest) time.Duration {
+	b := min(time.Second, m.Scaling.PanicWindow.D()/4)
+	return max(b, 10*time.Millisecond)
+}
+
 // Metrics is what the controller observed, at `now`.
 type Metrics struct {
 	StableConcurrency float64   // average concurrency (in flight + queued) over the stable window

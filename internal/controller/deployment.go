@@ -150,9 +150,7 @@ func (d *Deployment) poolConfig(m *manifest.Manifest) pool.Config {
 func (d *Deployment) setManifest(m *manifest.Manifest) {
 	d.man = m
 	d.rev = m.Hash()
-	bucket := min(time.Second, m.Scaling.PanicWindow.D()/4)
-	bucket = max(bucket, 10*time.Millisecond)
-	d.window = autoscaler.NewWindow(bucket, m.Scaling.StableWindow.D())
+	d.window = autoscaler.NewWindow(autoscaler.WindowBucket(m), m.Scaling.StableWindow.D())
 }
 
 func (d *Deployment) backendName() string { return backendName(d.be, d.rb) }
@@ -206,23 +204,7 @@ func (d *Deployment) shutdown(ctx context.Context) error {
 }
 
 func (d *Deployment) params() autoscaler.Params {
-	s := d.man.Scaling
-	p := autoscaler.Params{
-		Min:            s.MinInstances(),
-		Max:            s.Max,
-		Target:         s.TargetConcurrency,
-		PanicThreshold: s.PanicThreshold,
-		StableWindow:   s.StableWindow.D(),
-		PanicWindow:    s.PanicWindow.D(),
-		ScaleToZero:    d.man.Mode == manifest.Serverless && s.MinInstances() == 0,
-		IdleTimeout:    s.IdleTimeout.D(),
-	}
-	// A program on a fixed port can run only once per machine on processes.
-	if d.man.Runtime.Port != 0 && d.backendName() == manifest.BackendProcess {
-		p.Max = 1
-		p.Min = min(p.Min, 1)
-	}
-	return p
+	return autoscaler.ParamsOn(d.man, d.backendName())
 }
 
 func (d *Deployment) run(adopted []backend.Instance) {

@@ -107,19 +107,11 @@ func ForMode(m *manifest.Manifest, mode manifest.Mode) *manifest.Manifest {
 
 // params returns the autoscaler's parameters the controller would use.
 func params(m *manifest.Manifest) autoscaler.Params {
-	p := autoscaler.ParamsFrom(m)
-	// A program on a fixed port runs once per machine on processes.
-	if m.Runtime.Port != 0 && (m.Backend == "" || m.Backend == manifest.BackendProcess) {
-		p.Max = 1
-		p.Min = min(p.Min, 1)
+	be := m.Backend
+	if be == "" {
+		be = manifest.BackendProcess
 	}
-	return p
-}
-
-// windowBucket is the controller's choice of bucket for its Window.
-func windowBucket(m *manifest.Manifest) time.Duration {
-	b := min(time.Second, m.Scaling.PanicWindow.D()/4)
-	return max(b, 10*time.Millisecond)
+	return autoscaler.ParamsOn(m, be)
 }
 
 // epoch is the simulation's time zero. Any fixed instant would do; it is
@@ -240,7 +232,7 @@ func Simulate(tr *trace.Trace, tm Timings, cfg Config) (*Result, error) {
 	m := cfg.Manifest
 	s := &sim{
 		cfg: cfg, tm: tm, man: m, params: params(m),
-		window:  autoscaler.NewWindow(windowBucket(m), m.Scaling.StableWindow.D()),
+		window:  autoscaler.NewWindow(autoscaler.WindowBucket(m), m.Scaling.StableWindow.D()),
 		rng:     rand.New(rand.NewPCG(cfg.Seed, 0x73696d)),
 		service: tm.Service,
 		meter:   cost.NewMeter(cfg.Prices, epoch),
@@ -473,7 +465,7 @@ func (s *sim) quiescent() bool {
 	if starting != 0 || ready != s.desired || (s.params.ScaleToZero && ready != 0) {
 		return false
 	}
-	return !s.everActive || s.now-s.lastActive > s.man.Scaling.StableWindow.D()+2*windowBucket(s.man)
+	return !s.everActive || s.now-s.lastActive > s.man.Scaling.StableWindow.D()+2*autoscaler.WindowBucket(s.man)
 }
 
 // wake ends a quiet stretch before something happens at `at`: the ticks
