@@ -82,6 +82,9 @@ type Controller struct {
 
 	done     chan struct{} // closed by Shutdown: background loops end
 	doneOnce sync.Once
+	// deletedAt keeps when names were deleted here, so that a listing of a
+	// shared platform taken before the delete does not bring them back.
+	deletedAt map[string]time.Time
 }
 
 // New returns a controller; call Start to load and reconcile the store.
@@ -98,7 +101,8 @@ func New(cfg Config) *Controller {
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.New()
 	}
-	c := &Controller{cfg: cfg, log: cfg.Logger.With("component", "controller"), deps: map[string]*Deployment{}, done: make(chan struct{})}
+	c := &Controller{cfg: cfg, log: cfg.Logger.With("component", "controller"), deps: map[string]*Deployment{}, done: make(chan struct{}),
+		deletedAt: map[string]time.Time{}}
 	c.publish()
 	cfg.Metrics.RegisterGauges(c)
 	return c
@@ -283,6 +287,7 @@ func (c *Controller) Delete(ctx context.Context, name string) error {
 		return err
 	}
 	delete(c.deps, name)
+	c.deletedAt[name] = time.Now()
 	c.publish()
 	c.mu.Unlock()
 	err := d.shutdown(ctx)

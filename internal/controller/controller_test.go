@@ -84,9 +84,8 @@ func TestController_StartFailureFailsWaiters(t *testing.T) {
 	if pe.Status != 502 || !strings.Contains(pe.Message, "tandem-nope") {
 		t.Fatalf("waiting request got %d %q, want a 502 naming the failure", pe.Status, pe.Message)
 	}
-	if st, _ := c.Status("a"); !strings.Contains(st.LastError, "tandem-nope") {
-		t.Fatalf("status last error %q", st.LastError)
-	}
+	// Status is published once the loop has handled the failure.
+	waitStatus(t, c, func(s *controller.Status) bool { return strings.Contains(s.LastError, "tandem-nope") })
 }
 
 // A crash of a ready instance is replaced, and counted.

@@ -46,9 +46,10 @@ type Deployment struct {
 	meta atomic.Pointer[decodedMeta]
 	// Replica mode with a shared catalog: follow means the current record
 	// came from the platform (another tandem applied it), so this process
-	// must not apply objects; seen means the platform has had the objects.
+	// must not apply objects; seenAt (unix ns, 0 = never) is when the
+	// platform was first known to have the objects.
 	follow atomic.Bool
-	seen   atomic.Bool
+	seenAt atomic.Int64
 
 	poke    chan struct{}
 	events  chan any

@@ -84,7 +84,7 @@ func (d *Deployment) applyReplicas(ctx context.Context) {
 			return
 		}
 		d.applied, d.scaled = true, n
-		d.seen.Store(true)
+		d.seenAt.CompareAndSwap(0, time.Now().UnixNano())
 		return
 	}
 	spec := backend.Spec{Deployment: d.Name, Revision: d.rev, Manifest: d.man}
@@ -106,7 +106,7 @@ func (d *Deployment) applyReplicas(ctx context.Context) {
 		return
 	}
 	d.applied = true
-	d.seen.Store(true)
+	d.seenAt.CompareAndSwap(0, time.Now().UnixNano())
 	if n, err := d.rb.Replicas(actx, d.Name); err == nil {
 		d.scaled = n // adopt what the platform runs: never scale twice
 	}
@@ -180,12 +180,13 @@ func (c *Controller) syncCatalog(rb backend.ReplicaBackend, cat backend.Catalog)
 	defer t.Stop()
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		listed := time.Now()
 		recs, err := cat.Annotation(ctx, AnnotationRecord)
 		cancel()
 		if err != nil {
 			c.log.Debug("reading the shared catalog", "backend", rb.Name(), "err", err)
 		} else {
-			c.mergeCatalog(rb, recs)
+			c.mergeCatalog(rb, recs, listed)
 		}
 		select {
 		case <-c.done:
@@ -195,7 +196,8 @@ func (c *Controller) syncCatalog(rb backend.ReplicaBackend, cat backend.Catalog)
 	}
 }
 
-func (c *Controller) mergeCatalog(rb backend.ReplicaBackend, recs map[string]string) {
+// mergeCatalog applies a listing of the platform taken at listed.
+func (c *Controller) mergeCatalog(rb backend.ReplicaBackend, recs map[string]string, listed time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	select {
@@ -210,6 +212,9 @@ func (c *Controller) mergeCatalog(rb backend.ReplicaBackend, recs map[string]str
 		}
 		if rec.Manifest.Validate() != nil {
 			continue
+		}
+		if at, ok := c.deletedAt[name]; ok && !at.Before(listed) {
+			continue // deleted here after the listing began
 		}
 		d, ok := c.deps[name]
 		switch {
@@ -233,7 +238,10 @@ func (c *Controller) mergeCatalog(rb backend.ReplicaBackend, recs map[string]str
 		}
 	}
 	for name, d := range c.deps {
-		if _, ok := recs[name]; ok || d.rb != rb || !d.seen.Load() {
+		// Gone only if the platform had the objects before the listing
+		// began: a deployment applied meanwhile is not in it yet.
+		seen := d.seenAt.Load()
+		if _, ok := recs[name]; ok || d.rb != rb || seen == 0 || seen >= listed.UnixNano() {
 			continue
 		}
 		c.log.Info("deployment deleted on the shared platform", "model", name)
