@@ -242,12 +242,13 @@ bridge() {
 	if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
 		ip link add "$BRIDGE" type bridge
 	fi
-	ip addr show dev "$BRIDGE" | grep -q "inet $NODE_IP/" || ip addr add "$NODE_IP/24" dev "$BRIDGE"
+	# replace, not add: idempotent (a grep -q under pipefail may SIGPIPE ip and lie).
+	ip addr replace "$NODE_IP/24" dev "$BRIDGE"
 	ip link set "$BRIDGE" up
 }
 
 api_ready() { curl -fsk -H "Authorization: Bearer $(cut -d, -f1 "$STATE/tokens.csv")" "https://127.0.0.1:$API_PORT/readyz"; }
-node_ready() { kc get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True; }
+node_ready() { [[ "$(kc get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]; }
 
 cmd_up() {
 	[[ $EUID -eq 0 ]] || die "must run as root (containerd, kubelet, network)"
@@ -281,7 +282,7 @@ cmd_up() {
 
 	start containerd containerd --config "$STATE/containerd/config.toml"
 	wait_for containerd 30 ctr_ version
-	if ! ctr_ images ls -q | grep -qx "$PAUSE_IMAGE"; then
+	if ! grep -qx "$PAUSE_IMAGE" <<<"$(ctr_ images ls -q)"; then
 		ctr_ images import "$BIN/pause.tar" >/dev/null
 	fi
 

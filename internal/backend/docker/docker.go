@@ -408,12 +408,14 @@ func (b *Backend) finish(in *inst, exit backend.Exit, logs [][]byte) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	in.exit, in.logs = exit, logs
-	close(in.done)
+	// Waiters first: whoever sees done closed (Stop) may rely on the Exit
+	// being delivered already.
 	for _, ch := range in.waiters {
 		ch <- exit
 		close(ch)
 	}
 	in.waiters = nil
+	close(in.done)
 	b.ended = append(b.ended, in.info.ID)
 	for len(b.ended) > keptEnded {
 		if old, ok := b.insts[b.ended[0]]; ok && old.ended() {

@@ -496,12 +496,14 @@ func (b *Backend) deliver(inst *instance, ex backend.Exit) {
 		return
 	}
 	inst.exit = ex
-	close(inst.done)
+	// Waiters first: whoever sees done closed (Stop) may rely on the Exit
+	// being delivered already.
 	for _, ch := range inst.waiters {
 		ch <- ex
 		close(ch)
 	}
 	inst.waiters = nil
+	close(inst.done)
 }
 
 // forget drops an ended instance that a new one with its id replaces.
