@@ -170,7 +170,12 @@ type record struct {
 // records returns every bucket of usage that starts in [since, until),
 // for one model or all ("" ). The caller holds persistMu for reading.
 func (m *Meter) records(model string, since, until time.Time) ([]record, error) {
-	in := func(start int64) bool { return start >= since.Unix() && start < until.Unix() }
+	// Bucket starts are whole seconds: compare in nanoseconds, or a report
+	// taken in the first second of a minute would miss that minute.
+	in := func(start int64) bool {
+		ns := start * int64(time.Second)
+		return ns >= since.UnixNano() && ns < until.UnixNano()
+	}
 	var out []record
 	m.mu.Lock()
 	for k, u := range m.pending {
