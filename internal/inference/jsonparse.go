@@ -552,7 +552,9 @@ func (p *parser) datatypeAhead() Datatype {
 // data reads a tensor's data (a flat or nested array, or one value) as dt.
 func (p *parser) data(dt Datatype, field string, shape []int64) ([]byte, error) {
 	var hint int
-	if n, ok := Elements(shape); ok && n*int64(dt.Size()) <= int64(len(p.b)-p.i)*8 {
+	// Preallocate only what the body could hold (no JSON number is shorter
+	// than a byte per 8 bytes of output), dividing so nothing can overflow.
+	if n, ok := Elements(shape); ok && n > 0 && dt.Size() > 0 && n <= int64(len(p.b)-p.i)*8/int64(dt.Size()) {
 		hint = int(n) * dt.Size()
 	}
 	d := dataReader{p: p, dt: dt, field: field, out: make([]byte, 0, hint)}
