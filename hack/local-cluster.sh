@@ -77,7 +77,8 @@ start() {
 		return 0
 	fi
 	log "starting $name"
-	setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
+	# 9>&-: a daemon must not inherit (and so hold forever) the script's lock.
+	setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null 9>&- &
 	echo $! >"$STATE/pids/$name.pid"
 }
 
