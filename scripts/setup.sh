@@ -110,14 +110,15 @@ step_chromium() {
 
 # docker: Docker Engine from Debian, started without a bridge, and the images the tests run.
 step_docker() {
-	bash "$ROOT/scripts/docker.sh" install start images fakemodel images iris images onnx
+	timeout 1800 bash "$ROOT/scripts/docker.sh" install start images fakemodel images iris images onnx
 	log "docker: ok"
 }
 
 # cluster: a real single-node Kubernetes cluster (builds kube once into .cache/kube), with the test images loaded.
 step_cluster() {
-	quiet bash "$ROOT/hack/local-cluster.sh" up || die "local cluster did not come up (hack/local-cluster.sh up)"
-	quiet bash "$ROOT/hack/local-cluster.sh" load tandem-fakemodel:test tandem-onnx:latest || die "loading images into the cluster failed"
+	# Bounded: a stuck step must fail CI, not eat its whole time.
+	quiet timeout 1800 bash "$ROOT/hack/local-cluster.sh" up || die "local cluster did not come up (hack/local-cluster.sh up)"
+	quiet timeout 600 bash "$ROOT/hack/local-cluster.sh" load tandem-fakemodel:test tandem-onnx:latest || die "loading images into the cluster failed"
 	log "cluster: ok ($(bash "$ROOT/hack/local-cluster.sh" kubeconfig))"
 }
 
