@@ -359,3 +359,34 @@ func TestParseSince(t *testing.T) {
 		}
 	}
 }
+
+// A report taken in the first second of a minute includes that minute
+// (bucket starts are whole seconds; the bound once was too).
+func TestMeter_ReportFirstSecondOfMinute(t *testing.T) {
+	for _, persisted := range []bool{false, true} {
+		m, err := Open(t.TempDir(), nil, nil, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		man := &manifest.Manifest{Name: "m", Mode: manifest.Dedicated, Runtime: manifest.Runtime{Command: []string{"x"}}}
+		man.SetDefaults()
+		start := t0.Add(10 * time.Minute)
+		m.Deployment(man, start)
+		m.InstanceStarting("m", "i1", start)
+		m.Requests("m").Add(time.Millisecond, false)
+		now := start.Add(500 * time.Millisecond)
+		if persisted {
+			if err := m.Persist(now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rep, err := m.Report("m", t0, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Models) != 1 || rep.Models[0].Usage.Requests != 1 {
+			t.Fatalf("persisted=%v: report %+v, want the request of this minute", persisted, rep.Models)
+		}
+		m.Close(now)
+	}
+}
