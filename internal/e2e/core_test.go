@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -97,46 +96,18 @@ func TestBurst_ScalesToMaxNeverMore(t *testing.T) {
 	s.deploy("", fakeManifest(t, "burst", "serverless", nil,
 		"max: 4\ntarget_concurrency: 1\nidle_timeout: 2s\nstable_window: 3s\npanic_window: 500ms\nmax_queue: 100",
 		"startup: 20s\nrequest: 30s"))
-	var most atomic.Int64
-	stop := make(chan struct{})
-	var watch sync.WaitGroup
-	watch.Add(1)
-	go func() {
-		defer watch.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			st := s.status("burst")
-			n := int64(len(st.Instances))
-			if n > most.Load() {
-				most.Store(n)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}()
-	var wg sync.WaitGroup
-	replies := make([]reply, 50)
-	for i := range replies {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			replies[i] = s.call("GET", "/models/burst/sleep?d=3s", "")
-		}()
-	}
-	wg.Wait()
-	s.waitFor("4 instances", 10*time.Second, func(st *controller.Status) bool { return st.Ready == 4 }, "burst")
-	close(stop)
-	watch.Wait()
+	replies, most := s.burst(50, "/models/burst/sleep?d=3s", 10*time.Millisecond,
+		func() int { return len(s.status("burst").Instances) },
+		func() {
+			s.waitFor("4 instances", 10*time.Second, func(st *controller.Status) bool { return st.Ready == 4 }, "burst")
+		})
 	for i, r := range replies {
 		if r.code != 200 {
 			t.Errorf("request %d: %v", i, r)
 		}
 	}
-	if m := most.Load(); m != 4 {
-		t.Fatalf("most instances seen = %d, want exactly 4 (max)", m)
+	if most != 4 {
+		t.Fatalf("most instances seen = %d, want exactly 4 (max)", most)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -269,4 +270,41 @@ func writeFile(t *testing.T, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// burst sends n concurrent GETs to path while sampling count every
+// interval; it returns the replies and the largest count seen until done,
+// called once the replies are in, returns.
+func (s *server) burst(n int, path string, interval time.Duration, count func() int, done func()) ([]reply, int) {
+	var most atomic.Int64
+	stop := make(chan struct{})
+	var watch sync.WaitGroup
+	watch.Add(1)
+	go func() {
+		defer watch.Done()
+		for {
+			if c := int64(count()); c > most.Load() {
+				most.Store(c)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(interval):
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	replies := make([]reply, n)
+	for i := range replies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			replies[i] = s.call("GET", path, "")
+		}()
+	}
+	wg.Wait()
+	done()
+	close(stop)
+	watch.Wait()
+	return replies, int(most.Load())
 }

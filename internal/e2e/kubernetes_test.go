@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -125,43 +123,18 @@ func TestKubernetes_BurstDedicatedRestartDelete(t *testing.T) {
 	ns := kubeNamespace(t, kc)
 	s := kubeServer(t, kc, ns)
 	s.deploy("", fakeKube("kburst", "serverless", "max: 3\ntarget_concurrency: 1\nidle_timeout: 5s\nstable_window: 6s\npanic_window: 1s"))
-	var most atomic.Int64
-	stop := make(chan struct{})
-	var watch sync.WaitGroup
-	watch.Add(1)
-	go func() {
-		defer watch.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			if n := int64(replicasOf(t, kc, ns, "kburst")); n > most.Load() {
-				most.Store(n)
-			}
-		}
-	}()
-	var wg sync.WaitGroup
-	replies := make([]reply, 30)
-	for i := range replies {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			replies[i] = s.call("GET", "/models/kburst/sleep?d=4s", "")
-		}()
-	}
-	wg.Wait()
-	s.waitFor("3 ready", 60*time.Second, func(st *controller.Status) bool { return st.Ready == 3 }, "kburst")
-	close(stop)
-	watch.Wait()
+	replies, most := s.burst(30, "/models/kburst/sleep?d=4s", 50*time.Millisecond,
+		func() int { return replicasOf(t, kc, ns, "kburst") },
+		func() {
+			s.waitFor("3 ready", 60*time.Second, func(st *controller.Status) bool { return st.Ready == 3 }, "kburst")
+		})
 	for i, r := range replies {
 		if r.code != 200 {
 			t.Errorf("burst request %d: %v", i, r)
 		}
 	}
-	if m := most.Load(); m != 3 {
-		t.Fatalf("most replicas = %d, want exactly max 3", m)
+	if most != 3 {
+		t.Fatalf("most replicas = %d, want exactly max 3", most)
 	}
 
 	s.deploy("", fakeKube("kded", "dedicated", "min: 2\nmax: 2"))
