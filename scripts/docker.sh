@@ -182,14 +182,22 @@ image_onnx() {
 	log "built tandem-onnx:latest"
 }
 
+# image_tandem builds tandem:latest (tandem in a cluster) on top of tandem-onnx.
+image_tandem() {
+	image_onnx
+	DOCKER_BUILDKIT=0 docker build -q -t tandem:latest "$ROOT/images/tandem" >/dev/null
+	log "built tandem:latest"
+}
+
 cmd_images() {
 	engine_up || die "engine not answering: run scripts/docker.sh start"
 	case "${1:-fakemodel}" in
 	fakemodel) image_fakemodel ;;
 	iris) image_iris ;;
 	onnx) image_onnx ;;
-	all) image_fakemodel; image_iris; image_onnx ;;
-	*) die "unknown image $1 (fakemodel | iris | onnx | all)" ;;
+	tandem) image_tandem ;;
+	all) image_fakemodel; image_iris; image_tandem ;;
+	*) die "unknown image $1 (fakemodel | iris | onnx | tandem | all)" ;;
 	esac
 }
 
@@ -201,7 +209,7 @@ while [[ $# -gt 0 ]]; do
 	stop) cmd_stop ;;
 	status) cmd_status ;;
 	images)
-		if [[ $# -gt 1 && "$2" =~ ^(fakemodel|iris|onnx|all)$ ]]; then
+		if [[ $# -gt 1 && "$2" =~ ^(fakemodel|iris|onnx|tandem|all)$ ]]; then
 			cmd_images "$2"
 			shift
 		else
