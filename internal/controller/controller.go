@@ -118,7 +118,9 @@ func (c *Controller) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	adopt := map[string][]backend.Instance{}
+	// What each backend found, by backend and deployment.
+	type key struct{ backend, deployment string }
+	adopt := map[key][]backend.Instance{}
 	for name, be := range c.cfg.Backends {
 		found, err := be.Recover(ctx)
 		if err != nil {
@@ -126,7 +128,8 @@ func (c *Controller) Start(ctx context.Context) error {
 			continue
 		}
 		for _, in := range found {
-			adopt[name+"/"+in.Deployment] = append(adopt[name+"/"+in.Deployment], in)
+			k := key{name, in.Deployment}
+			adopt[k] = append(adopt[k], in)
 		}
 	}
 	for _, r := range recs {
@@ -141,23 +144,23 @@ func (c *Controller) Start(ctx context.Context) error {
 			go d.runReplicas()
 			continue
 		}
-		key := be.Name() + "/" + r.Manifest.Name
+		k := key{be.Name(), r.Manifest.Name}
 		var keep []backend.Instance
-		for _, in := range adopt[key] {
+		for _, in := range adopt[k] {
 			if in.Revision == r.Manifest.Hash() {
 				keep = append(keep, in)
 			} else {
 				c.stopOrphan(ctx, be, in)
 			}
 		}
-		delete(adopt, key)
+		delete(adopt, k)
 		d := c.newDeployment(r, be, nil)
 		c.deps[r.Manifest.Name] = d
 		go d.run(keep)
 	}
-	for key, ins := range adopt {
+	for k, ins := range adopt {
 		for _, in := range ins {
-			c.stopOrphan(ctx, c.cfg.Backends[key[:indexByte(key, '/')]], in)
+			c.stopOrphan(ctx, c.cfg.Backends[k.backend], in)
 		}
 	}
 	c.publish()
@@ -167,15 +170,6 @@ func (c *Controller) Start(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-func indexByte(s string, b byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == b {
-			return i
-		}
-	}
-	return len(s)
 }
 
 func (c *Controller) stopOrphan(ctx context.Context, be backend.Backend, in backend.Instance) {

@@ -535,8 +535,6 @@ func (d *Deployment) forget(id string, now time.Time) {
 // failed records an instance failure, backs off the next start, and when
 // nothing else can serve the waiting requests, answers them now.
 func (d *Deployment) failed(now time.Time, err error) {
-	d.lastErr = err.Error()
-	d.lastErrAt = now
 	d.failures++
 	backoff := min(100*time.Millisecond<<min(d.failures-1, 10), 30*time.Second)
 	if d.failures == 1 {
@@ -545,9 +543,17 @@ func (d *Deployment) failed(now time.Time, err error) {
 	d.nextStart = now.Add(backoff)
 	d.log.Warn("instance failed", "err", err, "retry_in", backoff)
 	ready, starting := d.counts()
-	if ready+starting == 0 && d.Pool.Queued() > 0 {
-		pe := problem.New(http.StatusBadGateway, "instance_failed", fmt.Sprintf("model %q: %v", d.Name, err))
-		d.Pool.Fail(pe)
+	d.noteError(now, err, "instance_failed", ready+starting == 0)
+}
+
+// noteError records err for status and, when nothing is ready or on its
+// way, answers the waiting requests with it instead of letting them time
+// out.
+func (d *Deployment) noteError(now time.Time, err error, code string, nothingComing bool) {
+	d.lastErr = err.Error()
+	d.lastErrAt = now
+	if nothingComing && d.Pool.Queued() > 0 {
+		d.Pool.Fail(problem.New(http.StatusBadGateway, code, fmt.Sprintf("model %q: %v", d.Name, err)))
 	}
 }
 

@@ -4,12 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"time"
 
 	"tandem/internal/backend"
 	"tandem/internal/pool"
-	"tandem/internal/problem"
 	"tandem/internal/store"
 )
 
@@ -164,12 +162,8 @@ func (d *Deployment) reconcileReplicas(now time.Time) {
 
 // fail records a platform error; waiting requests get it when nothing is ready.
 func (d *Deployment) fail(now time.Time, err error) {
-	d.lastErr = err.Error()
-	d.lastErrAt = now
 	d.log.Warn("platform error", "err", err)
-	if len(d.instances) == 0 && d.Pool.Queued() > 0 {
-		d.Pool.Fail(problem.New(http.StatusBadGateway, "platform_error", fmt.Sprintf("model %q: %v", d.Name, err)))
-	}
+	d.noteError(now, err, "platform_error", len(d.instances) == 0)
 }
 
 // syncCatalog follows the deployments other tandem processes keep on a

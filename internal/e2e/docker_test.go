@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -87,7 +88,9 @@ func TestDocker_ServerlessDedicatedAndRestart(t *testing.T) {
 		t.Fatalf("instances after restart %s, want adopted %s", ids(st2), ids(st))
 	}
 	after := managedContainers(t, "dded")
-	if !reflect.DeepEqual(sorted(before), sorted(after)) {
+	slices.Sort(before)
+	slices.Sort(after)
+	if !slices.Equal(before, after) {
 		t.Fatalf("containers after restart %v, want the same %v (no orphans, nothing started twice)", after, before)
 	}
 	if r := s.call("GET", "/models/dded/echo", ""); r.code != 200 {
@@ -99,18 +102,6 @@ func TestDocker_ServerlessDedicatedAndRestart(t *testing.T) {
 	if c := managedContainers(t, "dded"); len(c) != 0 {
 		t.Fatalf("containers left after delete: %v", c)
 	}
-}
-
-func sorted(s []string) []string {
-	out := append([]string(nil), s...)
-	for i := range out {
-		for j := i + 1; j < len(out); j++ {
-			if out[j] < out[i] {
-				out[i], out[j] = out[j], out[i]
-			}
-		}
-	}
-	return out
 }
 
 // A memory limit kills the greedy container (reported as OOM); others serve.

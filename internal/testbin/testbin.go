@@ -4,12 +4,14 @@
 package testbin
 
 import (
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 )
 
 var (
@@ -57,4 +59,26 @@ func RepoRoot(t testing.TB) string {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+var healthClient = &http.Client{Timeout: 10 * time.Second}
+
+// WaitHealthy polls GET http://addr/health until it answers 200, failing
+// the test after 30 seconds (a bound against a hang, not a timing check).
+func WaitHealthy(t testing.TB, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := healthClient.Get("http://" + addr + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never answered GET /health with 200: %v", addr, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

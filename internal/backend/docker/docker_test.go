@@ -17,6 +17,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"tandem/internal/backend"
+	"tandem/internal/testbin"
 )
 
 func TestDocker_StartServesHealth(t *testing.T) {
@@ -24,7 +25,7 @@ func TestDocker_StartServesHealth(t *testing.T) {
 	b := newTestBackend(t, "")
 	m := fakeManifest("health", nil)
 	inst := startFake(t, b, "health-1", m)
-	waitReady(t, inst.Addr)
+	testbin.WaitHealthy(t, inst.Addr)
 
 	if len(inst.Phases) != 2 || inst.Phases[0].Name != "create" || inst.Phases[1].Name != "start" {
 		t.Errorf("phases %+v, want create, start", inst.Phases)
@@ -46,7 +47,7 @@ func TestDocker_StartServesHealth(t *testing.T) {
 	}
 	// A second instance of the same deployment gets its own port.
 	other := startFake(t, b, "health-2", m)
-	waitReady(t, other.Addr)
+	testbin.WaitHealthy(t, other.Addr)
 	if other.Addr == inst.Addr {
 		t.Errorf("two instances on %s", inst.Addr)
 	}
@@ -60,7 +61,7 @@ func TestDocker_WaitCrash(t *testing.T) {
 	t.Parallel()
 	b := newTestBackend(t, "")
 	inst := startFake(t, b, "crash-1", fakeManifest("crash", nil))
-	waitReady(t, inst.Addr)
+	testbin.WaitHealthy(t, inst.Addr)
 	ch, err := b.Wait("crash-1")
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +93,7 @@ func TestDocker_WaitCrash(t *testing.T) {
 	}
 	// A replacement with the same id may start.
 	inst = startFake(t, b, "crash-1", fakeManifest("crash", nil))
-	waitReady(t, inst.Addr)
+	testbin.WaitHealthy(t, inst.Addr)
 }
 
 func TestDocker_WaitExitAtOnce(t *testing.T) {
@@ -130,7 +131,7 @@ func TestDocker_Stop(t *testing.T) {
 			b := newTestBackend(t, "")
 			id := "stop-" + strings.ReplaceAll(tt.name, " ", "-")
 			inst := startFake(t, b, id, fakeManifest("stop", tt.env))
-			waitReady(t, inst.Addr)
+			testbin.WaitHealthy(t, inst.Addr)
 			ch, _ := b.Wait(id)
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
@@ -167,12 +168,12 @@ func TestDocker_Recover(t *testing.T) {
 	m := fakeManifest("recover", nil)
 	keep := startFake(t, b1, "recover-1", m)
 	crashed := startFake(t, b1, "recover-2", m)
-	waitReady(t, keep.Addr)
-	waitReady(t, crashed.Addr)
+	testbin.WaitHealthy(t, keep.Addr)
+	testbin.WaitHealthy(t, crashed.Addr)
 	// Another tandem (another data dir) on the same engine.
 	other := newTestBackend(t, "")
 	otherInst := startFake(t, other, "recover-1", m)
-	waitReady(t, otherInst.Addr)
+	testbin.WaitHealthy(t, otherInst.Addr)
 
 	// "Restart" tandem: stop tracking; meanwhile one container crashes.
 	if err := b1.Close(); err != nil {
@@ -206,7 +207,7 @@ func TestDocker_Recover(t *testing.T) {
 	if list, _ := other.List(context.Background()); len(list) != 1 {
 		t.Errorf("the other tandem's instance was touched: %v", list)
 	}
-	waitReady(t, got[0].Addr)
+	testbin.WaitHealthy(t, got[0].Addr)
 	if again, _ := b2.Recover(context.Background()); len(again) != 0 {
 		t.Errorf("second Recover adopted again: %v", again)
 	}
@@ -226,7 +227,7 @@ func TestDocker_Recover(t *testing.T) {
 	if e := exitWithin(t, ch, 30*time.Second); e.Signal != "terminated" {
 		t.Errorf("exit %+v, want SIGTERM", e)
 	}
-	waitReady(t, otherInst.Addr)
+	testbin.WaitHealthy(t, otherInst.Addr)
 }
 
 func TestDocker_MemoryLimit(t *testing.T) {
@@ -236,8 +237,8 @@ func TestDocker_MemoryLimit(t *testing.T) {
 	limited.Resources.Memory = 64 << 20
 	inst := startFake(t, b, "oom-1", limited)
 	bystander := startFake(t, b, "oom-2", fakeManifest("oom-bystander", nil))
-	waitReady(t, inst.Addr)
-	waitReady(t, bystander.Addr)
+	testbin.WaitHealthy(t, inst.Addr)
+	testbin.WaitHealthy(t, bystander.Addr)
 	ch, _ := b.Wait("oom-1")
 
 	resp, err := httpClient.Get("http://" + inst.Addr + "/alloc?mb=256")
@@ -325,9 +326,9 @@ func TestDocker_Logs(t *testing.T) {
 	b := newTestBackend(t, "")
 	m := fakeManifest("logs", nil)
 	a := startFake(t, b, "logs-1", m)
-	waitReady(t, a.Addr)
+	testbin.WaitHealthy(t, a.Addr)
 	c := startFake(t, b, "logs-2", m)
-	waitReady(t, c.Addr)
+	testbin.WaitHealthy(t, c.Addr)
 	var out bytes.Buffer
 	if err := b.Logs(context.Background(), "logs", 1, &out); err != nil {
 		t.Fatal(err)

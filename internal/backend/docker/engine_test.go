@@ -198,26 +198,6 @@ var testLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 var httpClient = &http.Client{Timeout: 10 * time.Second}
 
-// waitReady polls GET addr/health until it answers 200, failing the test
-// after 30 seconds (a bound on a hang, not a timing assertion).
-func waitReady(t testing.TB, addr string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := httpClient.Get("http://" + addr + "/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never answered /health: %v", addr, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // exitWithin waits for an exit on ch, failing the test after d.
 func exitWithin(t *testing.T, ch <-chan backend.Exit, d time.Duration) backend.Exit {
 	t.Helper()

@@ -184,24 +184,6 @@ func spec(m *manifest.Manifest, id string) backend.Spec {
 	return backend.Spec{ID: id, Deployment: m.Name, Revision: m.Hash(), Manifest: m}
 }
 
-func waitHealthy(t *testing.T, addr string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never became healthy: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func waitExit(t *testing.T, b *process.Backend, id string) backend.Exit {
 	t.Helper()
 	ch, err := b.Wait(id)
@@ -253,10 +235,10 @@ func TestBackend_RecoverAfterCrash(t *testing.T) {
 		helper.Wait()
 		t.Fatalf("helper printed no instance: %v", err)
 	}
-	waitHealthy(t, inst.Addr)
+	testbin.WaitHealthy(t, inst.Addr)
 	helper.Process.Kill() // tandem crashes
 	helper.Wait()
-	waitHealthy(t, inst.Addr) // the instance lives on
+	testbin.WaitHealthy(t, inst.Addr) // the instance lives on
 
 	resp, err := http.Get("http://" + inst.Addr + "/pid")
 	if err != nil {
@@ -354,7 +336,7 @@ func TestBackend_Start(t *testing.T) {
 	if len(inst.Phases) != 1 || inst.Phases[0].Name != "exec" {
 		t.Errorf("Phases = %+v, want one exec phase", inst.Phases)
 	}
-	waitHealthy(t, inst.Addr)
+	testbin.WaitHealthy(t, inst.Addr)
 	port := inst.Addr[strings.LastIndexByte(inst.Addr, ':')+1:]
 
 	var logs bytes.Buffer
@@ -489,7 +471,7 @@ func TestBackend_Close(t *testing.T) {
 	if _, err := b1.Start(context.Background(), spec(m, "close-2")); !errors.Is(err, process.ErrClosed) {
 		t.Errorf("Start after Close = %v, want ErrClosed", err)
 	}
-	waitHealthy(t, inst.Addr)
+	testbin.WaitHealthy(t, inst.Addr)
 	b2 := newBackend(t, dir)
 	if got, err := b2.Recover(context.Background()); err != nil || len(got) != 1 {
 		t.Fatalf("Recover = %+v, %v", got, err)
@@ -509,7 +491,7 @@ func TestBackend_CrashTakesGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { stop(t, b, sp.ID) })
-	waitHealthy(t, inst.Addr)
+	testbin.WaitHealthy(t, inst.Addr)
 	ch, _ := b.Wait(sp.ID)
 	resp, err := http.Get("http://" + inst.Addr + "/pid")
 	if err != nil {
@@ -548,7 +530,7 @@ func TestBackend_MemoryLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { stop(t, b, sp.ID) })
-	waitHealthy(t, inst.Addr)
+	testbin.WaitHealthy(t, inst.Addr)
 	data, err := os.ReadFile(filepath.Join(dir, "instances", sp.ID+".json"))
 	if err != nil {
 		t.Fatal(err)
