@@ -3,6 +3,7 @@ package inference_test
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -69,17 +70,56 @@ func TestInferResponse_AppendWith(t *testing.T) {
 	}
 }
 
+// TestBinaryOutputs checks the binary tensor data extension's rules: an
+// output's own binary_data, true or false, wins over the request's
+// binary_data_output; outputs that say nothing follow the request.
 func TestBinaryOutputs(t *testing.T) {
-	all := &inference.InferRequest{Parameters: map[string]any{"binary_data_output": true}}
-	one := &inference.InferRequest{Outputs: []inference.RequestedOutput{{Name: "a", Parameters: map[string]any{"binary_data": true}}, {Name: "b"}}}
-	if f := inference.BinaryOutputs(&inference.InferRequest{}); f != nil {
-		t.Error("plain request asks for binary")
+	out := func(name string, binary any) inference.RequestedOutput {
+		if binary == nil {
+			return inference.RequestedOutput{Name: name}
+		}
+		return inference.RequestedOutput{Name: name, Parameters: map[string]any{"binary_data": binary}}
 	}
-	if f := inference.BinaryOutputs(all); f == nil || !f("anything") {
-		t.Error("binary_data_output not honoured")
+	all := map[string]any{"binary_data_output": true}
+	none := map[string]any{"binary_data_output": false}
+	cases := []struct {
+		name   string
+		params map[string]any
+		outs   []inference.RequestedOutput
+		binary []string // of a, b, c: which go in binary; nil: the answer is all JSON
+	}{
+		{"plain", nil, nil, nil},
+		{"binary_data_output", all, nil, []string{"a", "b", "c"}},
+		{"binary_data_output false", none, nil, nil},
+		{"one output", nil, []inference.RequestedOutput{out("a", true), out("b", nil)}, []string{"a"}},
+		{"outputs say false", nil, []inference.RequestedOutput{out("a", false)}, nil},
+		{"output false wins over request true", all, []inference.RequestedOutput{out("a", false), out("b", nil)}, []string{"b", "c"}},
+		{"every output false", all, []inference.RequestedOutput{out("a", false), out("b", false), out("c", false)}, []string{}},
+		{"output true wins over request false", none, []inference.RequestedOutput{out("a", true), out("b", nil)}, []string{"a"}},
+		{"not a bool: ignored", all, []inference.RequestedOutput{out("a", "false")}, []string{"a", "b", "c"}},
 	}
-	if f := inference.BinaryOutputs(one); f == nil || !f("a") || f("b") {
-		t.Error("per-output binary_data not honoured")
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := inference.BinaryOutputs(&inference.InferRequest{Parameters: c.params, Outputs: c.outs})
+			if c.binary == nil {
+				if f != nil {
+					t.Errorf("asks for binary: a=%v b=%v c=%v", f("a"), f("b"), f("c"))
+				}
+				return
+			}
+			if f == nil {
+				t.Fatalf("nil, want %v in binary", c.binary)
+			}
+			var got []string
+			for _, n := range []string{"a", "b", "c"} {
+				if f(n) {
+					got = append(got, n)
+				}
+			}
+			if !slices.Equal(got, c.binary) && len(got)+len(c.binary) > 0 {
+				t.Errorf("binary %v, want %v", got, c.binary)
+			}
+		})
 	}
 }
 

@@ -262,26 +262,37 @@ func (r *InferResponse) AppendWith(dst []byte, binary func(name string) bool) ([
 	return dst, n
 }
 
-// BinaryOutputs returns which outputs req asks for in binary (the request's
-// parameters.binary_data_output, or an output's parameters.binary_data),
-// or nil when none.
+// BinaryOutputs returns which outputs req asks for in binary, or nil when
+// none. An output's own parameters.binary_data (true or false) wins; an
+// output that does not say follows the request's
+// parameters.binary_data_output (binary tensor data extension).
 func BinaryOutputs(req *InferRequest) func(name string) bool {
-	if req.Parameters[ParamBinaryDataOutput] == true {
+	all := req.Parameters[ParamBinaryDataOutput] == true
+	var own map[string]bool
+	some := all
+	for _, o := range req.Outputs {
+		b, ok := o.Parameters[ParamBinaryData].(bool)
+		if !ok {
+			continue
+		}
+		if own == nil {
+			own = map[string]bool{}
+		}
+		own[o.Name] = b
+		some = some || b
+	}
+	switch {
+	case !some:
+		return nil
+	case own == nil:
 		return func(string) bool { return true }
 	}
-	var names map[string]bool
-	for _, o := range req.Outputs {
-		if o.Parameters[ParamBinaryData] == true {
-			if names == nil {
-				names = map[string]bool{}
-			}
-			names[o.Name] = true
+	return func(name string) bool {
+		if b, ok := own[name]; ok {
+			return b
 		}
+		return all
 	}
-	if names == nil {
-		return nil
-	}
-	return func(name string) bool { return names[name] }
 }
 
 // appendTensorHeader writes a tensor with parameters.binary_data_size in
