@@ -146,15 +146,19 @@ func grpcError(err error) error {
 	e := problem.From(err)
 	var c codes.Code
 	switch e.Status {
-	case http.StatusBadRequest:
+	case http.StatusBadRequest, http.StatusUnprocessableEntity:
 		c = codes.InvalidArgument
+	case http.StatusUnauthorized:
+		c = codes.Unauthenticated
+	case http.StatusForbidden:
+		c = codes.PermissionDenied
 	case http.StatusNotFound:
 		c = codes.NotFound
 	case http.StatusRequestEntityTooLarge:
 		c = codes.ResourceExhausted
 	case http.StatusTooManyRequests, http.StatusServiceUnavailable, http.StatusBadGateway:
 		c = codes.Unavailable
-	case http.StatusGatewayTimeout:
+	case http.StatusRequestTimeout, http.StatusGatewayTimeout:
 		c = codes.DeadlineExceeded
 	case 499:
 		c = codes.Canceled
@@ -163,7 +167,7 @@ func grpcError(err error) error {
 	default:
 		c = codes.Internal
 	}
-	return status.Error(c, fmt.Sprintf("%s (%s, from %s)", e.Error(), e.Code, e.Source))
+	return status.Error(c, errorMessage(e))
 }
 
 func invalid(field, msg string) error {

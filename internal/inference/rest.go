@@ -61,6 +61,10 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	var version string
 	if len(parts) >= 2 && parts[0] == "versions" {
 		version, parts = parts[1], parts[2:]
+		if version == "" {
+			notFound(w, r)
+			return
+		}
 	}
 	action := ""
 	switch {
@@ -95,21 +99,25 @@ func allow(w http.ResponseWriter, r *http.Request, method string) bool {
 	if r.Method == method || (method == http.MethodGet && r.Method == http.MethodHead) {
 		return true
 	}
-	w.Header().Set("Allow", method)
-	problem.Write(w, problem.New(http.StatusMethodNotAllowed, "method_not_allowed",
+	if method == http.MethodGet {
+		w.Header().Set("Allow", "GET, HEAD")
+	} else {
+		w.Header().Set("Allow", method)
+	}
+	WriteError(w, problem.New(http.StatusMethodNotAllowed, "method_not_allowed",
 		fmt.Sprintf("%s %s: use %s", r.Method, r.URL.Path, method)))
 	return false
 }
 
 func notFound(w http.ResponseWriter, r *http.Request) {
-	problem.Write(w, problem.New(http.StatusNotFound, "not_found",
+	WriteError(w, problem.New(http.StatusNotFound, "not_found",
 		fmt.Sprintf("no v2 endpoint at %s (see GET /v2/models/{name}, POST /v2/models/{name}/infer)", r.URL.Path)))
 }
 
 func (s *Service) modelMetadata(w http.ResponseWriter, r *http.Request, name, version string) {
 	m, err := s.lookup(name, version)
 	if err != nil {
-		problem.Write(w, err)
+		WriteError(w, err)
 		return
 	}
 	if m.Metadata == nil { // not the built-in runtime: ask an instance
@@ -119,35 +127,39 @@ func (s *Service) modelMetadata(w http.ResponseWriter, r *http.Request, name, ve
 	writeJSON(w, http.StatusOK, metadataOf(m))
 }
 
+// modelReady answers 200 {"name", "ready"} whether or not an instance is
+// ready now: the protocol's answer is the body (as gRPC's ModelReady is OK
+// with ready false), and its non-2xx answers must carry {"error"} instead.
+// A model scaled to zero is not ready, yet an infer request wakes it.
 func (s *Service) modelReady(w http.ResponseWriter, name, version string) {
 	m, err := s.lookup(name, version)
 	if err != nil {
-		problem.Write(w, err)
+		WriteError(w, err)
 		return
 	}
-	if m.Ready == nil || !m.Ready() {
-		// The protocol answers "not ready" with a 4xx.
-		problem.Write(w, problem.New(http.StatusBadRequest, "model_not_ready",
-			fmt.Sprintf("no instance of model %q is ready now; an infer request wakes one", name)))
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"name": name, "ready": true})
+	writeJSON(w, http.StatusOK, modelReadyResponse{Name: name, Ready: m.Ready != nil && m.Ready()})
+}
+
+// modelReadyResponse is the protocol's $ready_model_response.
+type modelReadyResponse struct {
+	Name  string `json:"name"`
+	Ready bool   `json:"ready"`
 }
 
 func (s *Service) inferHTTP(w http.ResponseWriter, r *http.Request, name, version string) {
 	m, err := s.lookup(name, version)
 	if err != nil {
-		problem.Write(w, err)
+		WriteError(w, err)
 		return
 	}
 	body, err := s.readBody(w, r)
 	if err != nil {
-		problem.Write(w, err)
+		WriteError(w, err)
 		return
 	}
 	if m.Metadata == nil { // a v2 server of the user's: pass it through
 		if len(body) == 0 {
-			problem.Write(w, problem.New(http.StatusBadRequest, CodeEmptyBody, "the request body is empty; send a v2 inference request"))
+			WriteError(w, problem.New(http.StatusBadRequest, CodeEmptyBody, "the request body is empty; send a v2 inference request"))
 			return
 		}
 		s.forward(w, r, m, r.URL.Path, body)
@@ -155,12 +167,12 @@ func (s *Service) inferHTTP(w http.ResponseWriter, r *http.Request, name, versio
 	}
 	hl, err := ParseBinaryLength(r.Header.Get(HeaderBinaryLength))
 	if err != nil {
-		problem.Write(w, err)
+		WriteError(w, err)
 		return
 	}
 	req, err := prepare(m, body, hl)
 	if err != nil {
-		problem.Write(w, err)
+		WriteError(w, err)
 		return
 	}
 	// Batched or not, the decoded tensors go on in the binary data
@@ -171,7 +183,7 @@ func (s *Service) inferHTTP(w http.ResponseWriter, r *http.Request, name, versio
 		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 			err = problem.New(499, "client_closed", "the client closed the request")
 		}
-		problem.Write(w, err)
+		WriteError(w, err)
 		return
 	}
 	WriteInferResponse(w, resp, BinaryOutputs(req))
@@ -284,10 +296,12 @@ func WriteInferResponse(w http.ResponseWriter, resp *InferResponse, binary func(
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		problem.Write(w, err)
+		WriteError(w, err)
 		return
 	}
+	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
+	w.Write(b)
 }
