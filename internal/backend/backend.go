@@ -65,6 +65,11 @@ type Instance struct {
 	// Phases holds how long each step of Start took, in order (for example
 	// "exec" for a process, "create" and "start" for a container).
 	Phases []Phase `json:"phases,omitempty"`
+	// Containment says what holds all of the instance's processes, so that
+	// stopping it ends them all: "cgroup" or "process-group" (the process
+	// backend; a daemon that calls setsid leaves a process group). Empty
+	// for backends whose engine contains instances (containers, pods).
+	Containment string `json:"containment,omitempty"`
 }
 
 // Phase is one timed step of starting an instance.

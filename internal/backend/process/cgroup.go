@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // cgroupVersion says which memory controller tandem drives.
@@ -22,28 +24,83 @@ const (
 	cgroupV2                 // unified hierarchy at /sys/fs/cgroup, memory.max
 )
 
-// cgroups creates one memory cgroup per instance under <root>/tandem.
+// Containment is how an instance's processes are held together, as
+// backend.Instance.Containment reports it.
+const (
+	// ContainCgroup: the instance has a cgroup of its own; stopping it
+	// kills everything in the cgroup, daemons that called setsid included.
+	ContainCgroup = "cgroup"
+	// ContainProcessGroup: no usable cgroup; stopping it signals its process
+	// group, which a program that calls setsid leaves.
+	ContainProcessGroup = "process-group"
+)
+
+// cgroups places instances in cgroups: one per instance under
+// <scopeRoot>/tandem to hold all its processes, and one under <root>/tandem
+// for its memory limit (the same directory when both roots are equal).
 type cgroups struct {
 	version cgroupVersion
 	// root is the mount point of the memory hierarchy.
 	root string
 	// why says why limits are unavailable when version is cgroupNone.
 	why string
+
+	// scopeRoot is the hierarchy of containment cgroups; "" when there is
+	// none and instances fall back to their process group.
+	scopeRoot string
+	// scopeV2 is true when scopeRoot is a cgroup v2 hierarchy: processes
+	// start inside their cgroup (CLONE_INTO_CGROUP) and cgroup.kill ends
+	// them all at once.
+	scopeV2 bool
+	// scopeWhy says why there is no containment cgroup.
+	scopeWhy string
 }
 
 const (
 	cgroupV1Root = "/sys/fs/cgroup/memory"
 	cgroupV2Root = "/sys/fs/cgroup"
-	cgroupParent = "tandem"
+	// cgroupHybridRoot is where systemd mounts the v2 hierarchy beside
+	// the v1 controllers ("hybrid" mode).
+	cgroupHybridRoot = "/sys/fs/cgroup/unified"
+	cgroupParent     = "tandem"
 )
 
-// detectCgroups finds a memory controller tandem may use. v2 is preferred
-// when /sys/fs/cgroup is the unified hierarchy with the memory controller;
-// otherwise v1's memory hierarchy. Both need root.
+// detectCgroups finds the cgroups tandem may use. For memory limits, v2 is
+// preferred when /sys/fs/cgroup is the unified hierarchy with the memory
+// controller; otherwise v1's memory hierarchy. For containment, any v2
+// hierarchy (no controller is needed to hold and kill processes), else the
+// v1 memory hierarchy. All of it needs root.
 func detectCgroups() cgroups {
 	if os.Geteuid() != 0 {
-		return cgroups{why: "not running as root"}
+		return cgroups{why: "not running as root", scopeWhy: "not running as root"}
 	}
+	c := detectMemory()
+	switch {
+	case c.version == cgroupV2:
+		c.scopeRoot, c.scopeV2 = c.root, true
+	default:
+		for _, r := range []string{cgroupV2Root, cgroupHybridRoot} {
+			if !isCgroup2(r) {
+				continue
+			}
+			if err := os.MkdirAll(filepath.Join(r, cgroupParent), 0o755); err != nil {
+				c.scopeWhy = "cgroup v2 at " + r + ": " + err.Error()
+				continue
+			}
+			c.scopeRoot, c.scopeV2 = r, true
+			break
+		}
+		if c.scopeRoot == "" && c.version == cgroupV1 {
+			c.scopeRoot = c.root
+		}
+		if c.scopeRoot == "" && c.scopeWhy == "" {
+			c.scopeWhy = "no writable cgroup hierarchy at " + cgroupV2Root
+		}
+	}
+	return c
+}
+
+func detectMemory() cgroups {
 	if b, err := os.ReadFile(filepath.Join(cgroupV2Root, "cgroup.controllers")); err == nil &&
 		containsWord(string(b), "memory") {
 		c := cgroups{version: cgroupV2, root: cgroupV2Root}
@@ -60,6 +117,12 @@ func detectCgroups() cgroups {
 		return c
 	}
 	return cgroups{why: "no cgroup memory controller at " + cgroupV1Root + " or " + cgroupV2Root}
+}
+
+// isCgroup2 reports whether dir is the mount point of a cgroup v2 hierarchy.
+func isCgroup2(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
 }
 
 // prepareV2 creates <root>/tandem and enables the memory controller for its
@@ -79,6 +142,19 @@ func (c cgroups) prepareV2() error {
 }
 
 func (c cgroups) supported() bool { return c.version != cgroupNone }
+
+// createScope makes the containment cgroup of one instance and returns its
+// path.
+func (c cgroups) createScope(id string) (string, error) {
+	if c.scopeRoot == "" {
+		return "", errors.New(c.scopeWhy)
+	}
+	dir := filepath.Join(c.scopeRoot, cgroupParent, id)
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", err
+	}
+	return dir, nil
+}
 
 // create makes the cgroup for one instance with a memory limit and returns
 // its path.
@@ -137,6 +213,30 @@ func oomKills(dir string) int {
 	return 0
 }
 
+// killCgroup sends SIGKILL to every process in the cgroup at dir: at once
+// through cgroup.kill (v2, Linux 5.14+), else one pid at a time from
+// cgroup.procs, read again until it is empty so that a process forked
+// meanwhile is caught too.
+func killCgroup(dir string) {
+	if dir == "" {
+		return
+	}
+	if os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0) == nil {
+		return
+	}
+	for range 100 {
+		b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		if err != nil || len(bytes.TrimSpace(b)) == 0 {
+			return
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if pid, perr := strconv.Atoi(f); perr == nil && pid > 1 {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+}
+
 // removeCgroup kills whatever still runs in the cgroup at dir and removes
 // it. rmdir fails while the kernel still counts a dying task, so it retries
 // for a short while.
@@ -144,6 +244,7 @@ func removeCgroup(dir string) error {
 	if dir == "" {
 		return nil
 	}
+	killCgroup(dir)
 	var err error
 	for range 100 {
 		if b, rerr := os.ReadFile(filepath.Join(dir, "cgroup.procs")); rerr == nil {

@@ -82,76 +82,117 @@ func killGroup(pgid int, sig syscall.Signal) error {
 	return err
 }
 
-// pidWatcher tells when a process that is not our child has exited.
+// pidWatcher tells when a process has exited. It waits on a pidfd through
+// Go's network poller, so a waiting goroutine parks without holding an OS
+// thread: a thousand watched instances cost a thousand goroutines, not a
+// thousand threads blocked in waitid or poll.
 type pidWatcher struct {
 	pid       int
 	startTime uint64
-	pidfd     int // -1 when pidfd_open is unavailable
+	// f wraps a non-blocking pidfd, registered with the runtime poller;
+	// nil when pidfd_open is unavailable (then /proc is polled).
+	f *os.File
 }
 
-// watchPid opens a pidfd for pid when the kernel has pidfd_open. It fails
-// when the process is no longer the one that started at startTime.
+// watchPid starts watching pid. It fails when the process is no longer
+// the one that started at startTime (for a child that has not been reaped
+// yet, it never does).
 func watchPid(pid int, startTime uint64) (*pidWatcher, error) {
-	w := &pidWatcher{pid: pid, startTime: startTime, pidfd: -1}
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err == nil {
-		w.pidfd = fd
+	w := &pidWatcher{pid: pid, startTime: startTime}
+	if fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK); err == nil {
+		w.f = os.NewFile(uintptr(fd), "pidfd:"+strconv.Itoa(pid))
 	}
-	// Checked after opening: the pidfd now pins this very process.
-	if !running(pid, startTime) {
+	// Checked after opening: the pidfd now pins this very process. A zombie
+	// counts as started: its exit is what the caller waits for.
+	if st, err := readStat(pid); err != nil || st.StartTime != startTime {
 		w.close()
 		return nil, fmt.Errorf("process %d is gone", pid)
 	}
 	return w, nil
 }
 
+// pidfdExited reports, without blocking, whether the pidfd is readable:
+// the process has exited (a zombie not reaped yet counts).
+func pidfdExited(fd int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0
+}
+
 // exited reports, without blocking, whether the process has ended.
 func (w *pidWatcher) exited() bool {
-	if w.pidfd >= 0 {
-		fds := []unix.PollFd{{Fd: int32(w.pidfd), Events: unix.POLLIN}}
-		n, err := unix.Poll(fds, 0)
+	if w.f != nil {
+		rc, err := w.f.SyscallConn()
 		if err == nil {
-			return n > 0
+			var done bool
+			if rc.Control(func(fd uintptr) { done = pidfdExited(int(fd)) }) == nil {
+				return done
+			}
 		}
 	}
 	return !running(w.pid, w.startTime)
 }
 
-// wait blocks until the process has ended (true) or quit is closed (false).
-// The pidfd wakes it at once; without one it polls /proc every 50ms.
+// wait blocks the calling goroutine until the process has ended (true) or
+// quit is closed (false); a nil quit never closes. With a pidfd the
+// goroutine is parked in the runtime poller; without one it polls /proc
+// every 50ms.
 func (w *pidWatcher) wait(quit <-chan struct{}) bool {
-	const procPoll = 50 * time.Millisecond
-	for {
-		if w.pidfd >= 0 {
-			// Bounded, so that quit is noticed.
-			fds := []unix.PollFd{{Fd: int32(w.pidfd), Events: unix.POLLIN}}
-			n, err := unix.Poll(fds, 200)
-			if err == nil && n > 0 {
-				return true
-			}
-			if err == nil || errors.Is(err, unix.EINTR) {
-				select {
-				case <-quit:
-					return false
-				default:
-				}
-				continue
-			}
+	if w.f != nil {
+		if ended, ok := w.waitPidfd(quit); ok {
+			return ended
 		}
+	}
+	const procPoll = 50 * time.Millisecond
+	t := time.NewTicker(procPoll)
+	defer t.Stop()
+	for {
 		if !running(w.pid, w.startTime) {
 			return true
 		}
 		select {
 		case <-quit:
 			return false
-		case <-time.After(procPoll):
+		case <-t.C:
 		}
 	}
 }
 
+// waitPidfd waits for the pidfd to become readable. ok is false when the
+// pidfd cannot be waited on (the caller falls back to /proc).
+func (w *pidWatcher) waitPidfd(quit <-chan struct{}) (ended, ok bool) {
+	rc, err := w.f.SyscallConn()
+	if err != nil {
+		return false, false
+	}
+	if quit != nil {
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			select {
+			case <-quit:
+				// Wakes the parked Read below with os.ErrDeadlineExceeded.
+				_ = w.f.SetReadDeadline(time.Now())
+			case <-stop:
+			}
+		}()
+	}
+	// Returning false from the callback parks the goroutine until the
+	// poller reports the pidfd readable, then calls it again.
+	err = rc.Read(func(fd uintptr) bool { return pidfdExited(int(fd)) })
+	switch {
+	case err == nil:
+		return true, true
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return false, true
+	}
+	// Not pollable (the runtime could not register it): fall back.
+	return false, false
+}
+
 func (w *pidWatcher) close() {
-	if w.pidfd >= 0 {
-		unix.Close(w.pidfd)
-		w.pidfd = -1
+	if w.f != nil {
+		w.f.Close()
+		w.f = nil
 	}
 }

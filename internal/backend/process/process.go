@@ -51,6 +51,7 @@ type Backend struct {
 	cg  cgroups
 
 	warnLimits sync.Once
+	warnScope  sync.Once
 	quit       chan struct{} // closed by Close; stops adopted watchers
 
 	mu     sync.Mutex
@@ -73,8 +74,12 @@ type instance struct {
 	info      backend.Instance
 	pid       int
 	startTime uint64
-	cgroup    string
-	adopted   *pidWatcher // nil for a child of this process
+	// scope is the cgroup holding all of the instance's processes ("" when
+	// it is contained by its process group only); cgroup is the one with
+	// its memory limit ("" when it has none). They may be the same.
+	scope   string
+	cgroup  string
+	adopted *pidWatcher // nil for a child of this process
 
 	exited  bool          // the process has ended; signal it no more
 	done    chan struct{} // closed once exit is set
@@ -92,6 +97,7 @@ type state struct {
 	StartTime  uint64    `json:"start_time"`
 	StartedAt  time.Time `json:"started_at"`
 	Cgroup     string    `json:"cgroup,omitempty"`
+	Scope      string    `json:"scope,omitempty"`
 }
 
 // New returns a process backend keeping its files under cfg.DataDir.
@@ -205,16 +211,20 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		markStarted(logf, time.Now()) // a reused id keeps its first place
 	}
 
-	cgroup := b.makeCgroup(spec)
+	scope, cgroup := b.makeCgroups(spec)
+	cleanup := func() {
+		removeCgroup(scope)
+		removeCgroup(cgroup)
+	}
 	cmd := exec.Command(rt.Command[0], rt.Command[1:]...)
 	cmd.Dir = rt.Workdir
 	cmd.Env = environ(rt.Env, spec.Env, port)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var cgfd *os.File
-	if cgroup != "" && b.cg.version == cgroupV2 {
+	if into := b.cloneInto(scope, cgroup); into != "" {
 		// Start inside the cgroup, so nothing the program does escapes it.
-		if cgfd, err = os.Open(cgroup); err == nil {
+		if cgfd, err = os.Open(into); err == nil {
 			cmd.SysProcAttr.UseCgroupFD = true
 			cmd.SysProcAttr.CgroupFD = int(cgfd.Fd())
 		}
@@ -234,7 +244,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		cgfd.Close()
 	}
 	if err != nil {
-		removeCgroup(cgroup)
+		cleanup()
 		dir := rt.Workdir
 		if dir == "" {
 			dir, _ = os.Getwd()
@@ -246,23 +256,41 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		return backend.Instance{}, startFailed(spec.ID, "starting %q in folder %s: %w", rt.Command[0], dir, err)
 	}
 	pid := cmd.Process.Pid
-	if cgroup != "" && !cmd.SysProcAttr.UseCgroupFD {
+	cloned := ""
+	if cmd.SysProcAttr.UseCgroupFD {
+		cloned = b.cloneInto(scope, cgroup)
+	}
+	if scope != "" && scope != cloned {
+		if err := addProcess(scope, pid); err != nil {
+			b.log.Warn("contained by its process group only: moving the process into its cgroup failed",
+				"instance", spec.ID, "cgroup", scope, "err", err)
+			removeCgroup(scope)
+			scope = ""
+		}
+	}
+	if cgroup != "" && cgroup != cloned && cgroup != scope {
 		if err := addProcess(cgroup, pid); err != nil {
 			b.log.Warn("running without a memory limit: moving the process into its cgroup failed",
 				"instance", spec.ID, "cgroup", cgroup, "err", err)
 		}
 	}
+	containment := ContainProcessGroup
+	if scope != "" {
+		containment = ContainCgroup
+	}
 
 	inst := &instance{
 		info: backend.Instance{
-			ID:         spec.ID,
-			Deployment: spec.Deployment,
-			Revision:   spec.Revision,
-			Addr:       addr,
-			StartedAt:  t0,
-			Phases:     []backend.Phase{{Name: "exec", Duration: execTime}},
+			ID:          spec.ID,
+			Deployment:  spec.Deployment,
+			Revision:    spec.Revision,
+			Addr:        addr,
+			StartedAt:   t0,
+			Phases:      []backend.Phase{{Name: "exec", Duration: execTime}},
+			Containment: containment,
 		},
 		pid:    pid,
+		scope:  scope,
 		cgroup: cgroup,
 		done:   make(chan struct{}),
 	}
@@ -277,7 +305,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		// Untracked on disk it could outlive a crash of tandem unseen.
 		_ = killGroup(pid, syscall.SIGKILL)
 		_, _ = cmd.Process.Wait()
-		removeCgroup(cgroup)
+		cleanup()
 		return backend.Instance{}, startFailed(spec.ID, "recording the instance: %w", err)
 	}
 
@@ -287,7 +315,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		b.mu.Unlock()
 		_ = killGroup(pid, syscall.SIGKILL)
 		_, _ = cmd.Process.Wait()
-		removeCgroup(cgroup)
+		cleanup()
 		os.Remove(b.statePath(spec.ID))
 		return backend.Instance{}, startFailed(spec.ID, "%w", ErrClosed)
 	}
@@ -303,25 +331,46 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	return inst.info, nil
 }
 
-// makeCgroup returns the cgroup the instance should run in, or "" when it
-// runs without a memory limit.
-func (b *Backend) makeCgroup(spec backend.Spec) string {
+// makeCgroups returns the cgroup that holds the instance's processes ("" when
+// there is none: its process group holds them) and the one that limits its
+// memory ("" when it runs without a limit). They may be the same.
+func (b *Backend) makeCgroups(spec backend.Spec) (scope, mem string) {
+	scope, err := b.cg.createScope(spec.ID)
+	if err != nil {
+		b.warnScope.Do(func() {
+			b.log.Warn("no cgroup for instances; stopping one signals its process group, which daemons that call setsid leave",
+				"reason", err)
+		})
+		scope = ""
+	}
 	limit := int64(spec.Manifest.Resources.Memory)
 	if limit <= 0 {
-		return ""
+		return scope, ""
 	}
 	if !b.cg.supported() {
 		b.warnLimits.Do(func() {
 			b.log.Warn("memory limits are not supported here; instances run without them", "reason", b.cg.why)
 		})
-		return ""
+		return scope, ""
 	}
-	dir, err := b.cg.create(spec.ID, limit)
+	mem, err = b.cg.create(spec.ID, limit)
 	if err != nil {
 		b.log.Warn("running without a memory limit", "instance", spec.ID, "err", err)
-		return ""
+		return scope, ""
 	}
-	return dir
+	return scope, mem
+}
+
+// cloneInto returns the cgroup a process may be started in directly
+// (CLONE_INTO_CGROUP works on v2 only), or "".
+func (b *Backend) cloneInto(scope, mem string) string {
+	switch {
+	case scope != "" && b.cg.scopeV2:
+		return scope
+	case mem != "" && b.cg.version == cgroupV2:
+		return mem
+	}
+	return ""
 }
 
 // environ is the parent's environment, then the manifest's, then tandem's,
@@ -381,6 +430,7 @@ func (b *Backend) writeState(inst *instance) error {
 		StartTime:  inst.startTime,
 		StartedAt:  inst.info.StartedAt,
 		Cgroup:     inst.cgroup,
+		Scope:      inst.scope,
 	}, "", "  ")
 	if err != nil {
 		return err
@@ -396,12 +446,21 @@ func (b *Backend) writeState(inst *instance) error {
 // watchChild observes the exit of a child of this process.
 func (b *Backend) watchChild(inst *instance, cmd *exec.Cmd) {
 	// Wait without reaping: until cmd.Wait, the zombie holds the pid and
-	// the group id, so killGroup cannot hit a stranger.
-	var info unix.Siginfo
-	for {
-		err := unix.Waitid(unix.P_PID, inst.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
-		if !errors.Is(err, unix.EINTR) {
-			break
+	// the group id, so killGroup cannot hit a stranger. The pidfd wait
+	// parks this goroutine, not a thread; waitid, the fallback, holds one.
+	if w, err := watchPid(inst.pid, inst.startTime); err == nil && w.f != nil {
+		w.wait(nil)
+		w.close()
+	} else {
+		if w != nil {
+			w.close()
+		}
+		var info unix.Siginfo
+		for {
+			err := unix.Waitid(unix.P_PID, inst.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+			if !errors.Is(err, unix.EINTR) {
+				break
+			}
 		}
 	}
 	b.mu.Lock()
@@ -458,8 +517,12 @@ func (b *Backend) watchAdopted(inst *instance) {
 
 // finish cleans up after an ended instance and delivers its Exit.
 func (b *Backend) finish(inst *instance, ex backend.Exit) {
-	if err := removeCgroup(inst.cgroup); err != nil {
-		b.log.Warn("removing cgroup", "instance", inst.info.ID, "cgroup", inst.cgroup, "err", err)
+	// Whatever the program left running (a daemon that called setsid)
+	// ends with it.
+	for _, dir := range []string{inst.scope, inst.cgroup} {
+		if err := removeCgroup(dir); err != nil {
+			b.log.Warn("removing cgroup", "instance", inst.info.ID, "cgroup", dir, "err", err)
+		}
 	}
 	if err := os.Remove(b.statePath(inst.info.ID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		b.log.Warn("removing state file", "instance", inst.info.ID, "err", err)
@@ -591,6 +654,9 @@ func (b *Backend) signal(inst *instance, sig syscall.Signal) error {
 	if inst.adopted != nil && inst.adopted.exited() {
 		return nil
 	}
+	if sig == syscall.SIGKILL {
+		killCgroup(inst.scope)
+	}
 	return killGroup(inst.pid, sig)
 }
 
@@ -673,8 +739,10 @@ func (b *Backend) adopt(path string) (*instance, error) {
 	w, err := watchPid(st.PID, st.StartTime)
 	if err != nil {
 		b.log.Info("forgetting an instance that ended while tandem was away", "instance", st.ID, "pid", st.PID)
-		if err := removeCgroup(st.Cgroup); err != nil {
-			b.log.Warn("removing cgroup", "instance", st.ID, "cgroup", st.Cgroup, "err", err)
+		for _, dir := range []string{st.Scope, st.Cgroup} {
+			if err := removeCgroup(dir); err != nil {
+				b.log.Warn("removing cgroup", "instance", st.ID, "cgroup", dir, "err", err)
+			}
 		}
 		_ = os.Remove(path)
 		return nil, nil
@@ -686,12 +754,18 @@ func (b *Backend) adopt(path string) (*instance, error) {
 			Revision:   st.Revision,
 			Addr:       st.Addr,
 			StartedAt:  st.StartedAt,
+			// A state file written before containment cgroups has no Scope.
+			Containment: ContainProcessGroup,
 		},
 		pid:       st.PID,
 		startTime: st.StartTime,
+		scope:     st.Scope,
 		cgroup:    st.Cgroup,
 		adopted:   w,
 		done:      make(chan struct{}),
+	}
+	if st.Scope != "" {
+		inst.info.Containment = ContainCgroup
 	}
 	b.mu.Lock()
 	if _, tracked := b.insts[st.ID]; tracked || b.closed {
