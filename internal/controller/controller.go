@@ -68,7 +68,14 @@ type Config struct {
 	// Meter meters instance time and requests for cost reports; nil
 	// meters nothing.
 	Meter *cost.Meter
+	// MaxInstances bounds a deployment's scaling.max: Apply refuses a
+	// manifest asking for more (serve's --max-instances). Zero means
+	// DefaultMaxInstances.
+	MaxInstances int
 }
+
+// DefaultMaxInstances is Config.MaxInstances when unset.
+const DefaultMaxInstances = 256
 
 // Controller is safe for concurrent use.
 type Controller struct {
@@ -94,6 +101,9 @@ func New(cfg Config) *Controller {
 	}
 	if cfg.CatalogInterval <= 0 {
 		cfg.CatalogInterval = 2 * time.Second
+	}
+	if cfg.MaxInstances <= 0 {
+		cfg.MaxInstances = DefaultMaxInstances
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -221,6 +231,11 @@ const (
 func (c *Controller) Apply(ctx context.Context, m *manifest.Manifest) (Result, error) {
 	if err := m.Validate(); err != nil {
 		return "", err
+	}
+	if limit := c.cfg.MaxInstances; m.Scaling.Max > limit {
+		return "", problem.New(http.StatusBadRequest, "invalid_manifest",
+			fmt.Sprintf("model %q: scaling.max %d is above this server's limit of %d instances per deployment; lower scaling.max or start tandem serve with a higher --max-instances",
+				m.Name, m.Scaling.Max, limit)).WithField("scaling.max")
 	}
 	be, rb, err := c.backendFor(m)
 	if err != nil {

@@ -89,6 +89,7 @@ type inst struct {
 	adopted   bool
 	cancel    context.CancelFunc
 	lastPhase []backend.Phase
+	contain   string // backend.Instance.Containment
 }
 
 // Events sent to the loop by the goroutines it starts.
@@ -417,6 +418,7 @@ func (d *Deployment) watch(in *inst, bi backend.Instance) {
 	in.addr = bi.Addr
 	in.started = time.Now()
 	in.lastPhase = bi.Phases
+	in.contain = bi.Containment
 	exitCh, err := d.be.Wait(bi.ID)
 	if err != nil {
 		go d.send(evExited{id: in.id, exit: backend.Exit{Code: -1, Err: err, At: time.Now()}})
@@ -630,6 +632,9 @@ type InstanceStatus struct {
 	InFlight  int        `json:"in_flight"`
 	StartedAt *time.Time `json:"started_at,omitempty"`
 	ReadyAt   *time.Time `json:"ready_at,omitempty"`
+	// Containment is what holds the instance's processes on the process
+	// backend: "cgroup" or "process-group" (which setsid escapes).
+	Containment string `json:"containment,omitempty"`
 }
 
 // Status returns the latest published status, with live request counts.
@@ -654,7 +659,7 @@ func (d *Deployment) publishStatus() {
 		s.LastErrorAt = &t
 	}
 	for _, in := range d.instances {
-		is := InstanceStatus{ID: in.id, State: in.state, Revision: in.rev, Addr: in.addr}
+		is := InstanceStatus{ID: in.id, State: in.state, Revision: in.rev, Addr: in.addr, Containment: in.contain}
 		if in.pi != nil {
 			is.InFlight = in.pi.InFlight()
 		}
