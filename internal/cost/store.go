@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"tandem/internal/manifest"
+	"tandem/internal/store"
 )
 
 // Usage lives in dir/cost.db: a bucket "usage" holds one bucket per
@@ -28,19 +29,13 @@ const DBFile = "cost.db"
 // stays in reports, so they survive restarts. Close it when done.
 func Open(dir string, p *Prices, log *slog.Logger, now time.Time) (*Meter, error) {
 	path := filepath.Join(dir, DBFile)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	// Checked whole at open (store.OpenDB): a damaged file is an error
+	// naming it, not a panic in a later report.
+	db, err := store.OpenDB(path, "usage history", func(db *bolt.DB) error {
+		return store.EnsureBucket(db, bucketUsage)
+	})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("cost meter %s is locked: is another tandem serving this --data-dir?", path)
-		}
-		return nil, fmt.Errorf("open cost meter %s: %w", path, err)
-	}
-	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketUsage)
-		return err
-	}); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open cost meter %s: %w", path, err)
+		return nil, fmt.Errorf("open cost meter: %w", err)
 	}
 	m := NewMeter(p, now)
 	m.db = db

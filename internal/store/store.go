@@ -33,26 +33,30 @@ type Record struct {
 // Store is safe for concurrent use.
 type Store struct{ db *bolt.DB }
 
+// File is the store's file under the data directory.
+const File = "tandem.db"
+
 // Open opens (creating) dir/tandem.db. A second tandem on the same data
-// directory fails here instead of corrupting state.
+// directory fails here instead of corrupting state. A damaged file (see
+// OpenDB; a record that does not decode counts) fails with ErrDamaged.
 func Open(dir string) (*Store, error) {
-	path := filepath.Join(dir, "tandem.db")
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
-	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("store %s is locked: is another tandem serving this --data-dir?", path)
+	path := filepath.Join(dir, File)
+	s := &Store{}
+	db, err := OpenDB(path, "deployments", func(db *bolt.DB) error {
+		if err := EnsureBucket(db, bucketDeployments); err != nil {
+			return err
 		}
-		return nil, fmt.Errorf("open store %s: %w", path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketDeployments)
+		// Every record is read now, so that a damaged one stops the start
+		// instead of silently dropping a deployment.
+		s.db = db
+		_, err := s.List()
 		return err
 	})
 	if err != nil {
-		db.Close()
-		return nil, err
+		return nil, fmt.Errorf("open store: %w", err)
 	}
-	return &Store{db: db}, nil
+	s.db = db
+	return s, nil
 }
 
 // Close closes the database.
