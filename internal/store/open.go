@@ -31,7 +31,7 @@ var ErrDamaged = errors.New("damaged")
 func OpenDB(path, holds string, load func(*bolt.DB) error) (db *bolt.DB, err error) {
 	fi, statErr := os.Stat(path)
 	if statErr == nil && fi.Size() == 0 {
-		return nil, damaged(path, holds, errors.New("the file is empty (0 bytes)"))
+		return nil, damaged(path, holds, errors.New("empty file, 0 bytes"))
 	}
 	// A truncated file faults on the memory map; make that a panic to
 	// recover from rather than a crash.
