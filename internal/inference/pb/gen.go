@@ -1,6 +1,11 @@
 // Package pb holds the Go code generated from proto/grpc_predict_v2.proto:
 // the Open Inference Protocol v2 gRPC messages and GRPCInferenceService.
 // The generated files are committed so that builds need no protoc.
+//
+// proto/grpc_predict_v2.proto is the official open_inference_grpc.proto
+// from kserve/open-inference-protocol (specification/protocol/, commit
+// d49cc23) with one line added, its go_package option; a test in package
+// inference holds it to the copy in internal/inference/testdata.
 package pb
 
 // Regenerating needs protoc (Debian: protobuf-compiler) and
