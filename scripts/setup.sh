@@ -14,7 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON=/usr/bin/python3 # Debian's interpreter; the first python3 on PATH may lack its packages.
 
 # Steps run in this order when none are named.
-STEPS=(packages model onnxruntime chromium docker cluster)
+STEPS=(packages model onnxruntime grpcurl chromium docker cluster)
 
 log() { printf 'setup: %s\n' "$*"; }
 die() {
@@ -100,6 +100,23 @@ step_model() {
 step_onnxruntime() {
 	bash "$ROOT/scripts/fetch-onnxruntime.sh"
 	log "onnxruntime: ok"
+}
+
+GRPCURL_VERSION=v1.9.4
+
+# grpcurl: grpcurl (github.com/fullstorydev/grpcurl) into .cache/bin, for the test that calls tandem's gRPC service from the official proto.
+step_grpcurl() {
+	local bin="$ROOT/.cache/bin/grpcurl"
+	# Built by go install, so the binary records its module version.
+	if [[ -x $bin && "$(go version -m "$bin" 2>/dev/null)" == *"github.com/fullstorydev/grpcurl"*"$GRPCURL_VERSION"* ]]; then
+		log "grpcurl: ok ($bin, $GRPCURL_VERSION)"
+		return 0
+	fi
+	command -v go >/dev/null || die "go not found: install Go (go.mod says which version) first"
+	mkdir -p "$ROOT/.cache/bin"
+	quiet env GOBIN="$ROOT/.cache/bin" go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION" ||
+		die "go install grpcurl@$GRPCURL_VERSION failed (is the Go module proxy reachable?)"
+	log "grpcurl: installed $bin ($GRPCURL_VERSION)"
 }
 
 # chromium: Debian's headless Chromium, for the test that opens tandem bench's HTML report.

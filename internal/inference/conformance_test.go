@@ -136,7 +136,7 @@ func oipCustom() http.Handler {
 		case "GET /v2/models/custom":
 			io.WriteString(w, `{"name":"custom","versions":["7"],"platform":"python","inputs":[{"name":"x","datatype":"BYTES","shape":[-1]}],"outputs":[{"name":"y","datatype":"BYTES","shape":[-1]}]}`)
 		case "POST /v2/models/custom/infer":
-			io.WriteString(w, `{"model_name":"custom","id":"c1","outputs":[{"name":"y","datatype":"BYTES","shape":[1],"data":["hi"]}]}`)
+			io.WriteString(w, `{"model_name":"custom","id":"c1","outputs":[{"name":"y","datatype":"FP32","shape":[1],"data":[0.5]}]}`)
 		default:
 			w.WriteHeader(http.StatusNotFound)
 			io.WriteString(w, `{"error":"no such endpoint"}`)
@@ -259,7 +259,7 @@ func TestHandler_conformsToOIP(t *testing.T) {
 			`{"inputs":[` + oipInput(2) + `],"outputs":[{"name":"label"}]}`, nil, 200, "inference_response",
 			[]check{has(`"shape":[2]`, `"data":[2,2]`)}},
 		{"infer, pass-through", "POST", infer("custom"), `{"inputs":[{"name":"x","datatype":"BYTES","shape":[1],"data":["hi"]}]}`, nil,
-			200, "inference_response", []check{has(`"data":["hi"]`)}},
+			200, "inference_response", []check{has(`"data":[0.5]`)}},
 		{"infer, binary outputs but one", "POST", infer("digits"),
 			`{"parameters":{"binary_data_output":true},"inputs":[` + oipInput(1) + `],"outputs":[{"name":"label","parameters":{"binary_data":false}},{"name":"probabilities"}]}`,
 			nil, 200, "binary_inference_response",
