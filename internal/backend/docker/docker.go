@@ -66,6 +66,10 @@ type Backend struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// starts counts Start calls in progress; Close waits for them, so that
+	// a container created while tandem shuts down is removed before the
+	// process exits. Added to only under mu while not closed.
+	starts sync.WaitGroup
 
 	mu     sync.Mutex
 	insts  map[string]*inst // by instance id, ended ones included
@@ -191,12 +195,37 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	b.mu.Lock()
 	closed := b.closed
 	old, dup := b.insts[spec.ID]
+	if !closed {
+		b.starts.Add(1)
+	}
 	b.mu.Unlock()
 	if closed {
 		return fail(ErrClosed)
 	}
+	defer b.starts.Done()
 	if dup && !old.ended() {
 		return fail(errors.New("an instance with this id is running"))
+	}
+	// Engine calls that make or change a container are never abandoned
+	// half way: an abandoned create still completes in the engine, after
+	// any removal tandem could try, and leaves a container in "Created"
+	// state behind. They run to completion (bounded), and ctx is checked
+	// between them, and so is Close.
+	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	abandon := func(cid string) error {
+		err := ctx.Err()
+		if err == nil {
+			b.mu.Lock()
+			if b.closed {
+				err = ErrClosed
+			}
+			b.mu.Unlock()
+		}
+		if err != nil {
+			b.remove(cid)
+		}
+		return err
 	}
 
 	hostPort := 0
@@ -214,9 +243,9 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	image := p.create.Image
 
 	t0 := time.Now()
-	created, err := b.eng.ContainerCreate(ctx, p.create)
+	created, err := b.eng.ContainerCreate(ectx, p.create)
 	if err != nil {
-		if ctx.Err() != nil {
+		if ectx.Err() != nil {
 			// The engine may have made it before the call was abandoned.
 			b.remove(p.create.Name)
 		}
@@ -229,20 +258,29 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		return fail(fmt.Errorf("creating container from image %q: %w", image, err))
 	}
 	cid := created.ID
+	if err := abandon(cid); err != nil {
+		return fail(err)
+	}
 	if cmd := spec.Manifest.Runtime.Command; len(cmd) > 0 {
 		if err := b.checkProgram(ctx, cid, image, cmd[0]); err != nil {
 			b.remove(cid)
 			return fail(err)
 		}
 	}
+	if err := abandon(cid); err != nil {
+		return fail(err)
+	}
 	t1 := time.Now()
-	if _, err := b.eng.ContainerStart(ctx, cid, client.ContainerStartOptions{}); err != nil {
+	if _, err := b.eng.ContainerStart(ectx, cid, client.ContainerStartOptions{}); err != nil {
 		b.remove(cid)
 		return fail(fmt.Errorf("starting container from image %q: %w", image, err))
 	}
+	if err := abandon(cid); err != nil {
+		return fail(err)
+	}
 	addr := p.addr
 	if addr == "" {
-		insp, err := b.eng.ContainerInspect(ctx, cid, client.ContainerInspectOptions{})
+		insp, err := b.eng.ContainerInspect(ectx, cid, client.ContainerInspectOptions{})
 		if err == nil {
 			addr, err = publishedAddr(insp.Container, p.port)
 		}
@@ -531,6 +569,7 @@ func (b *Backend) Close() error {
 	b.closed = true
 	b.mu.Unlock()
 	b.cancel()
+	b.starts.Wait()
 	b.wg.Wait()
 	return b.eng.Close()
 }

@@ -38,6 +38,13 @@ type fakeEngine struct {
 	files map[string]bool
 	// oomEvents are the containers with an "oom" event.
 	oomEvents map[string]bool
+	// onCreate runs at the start of every ContainerCreate. When ctx is done
+	// by then, the call fails with ctx's error, and the engine, as the real
+	// one does with a request the client gave up on, still makes the
+	// container: late, after the next ContainerRemove (or when a test
+	// looks).
+	onCreate  func(ctx context.Context)
+	abandoned []*fakeContainer
 }
 
 type fakeContainer struct {
@@ -105,10 +112,19 @@ func (f *fakeEngine) log(id string, stream byte, line string) {
 	c.logs.WriteString(line)
 }
 
+// landAbandoned makes the containers of abandoned creates. Called with f.mu held.
+func (f *fakeEngine) landAbandoned() {
+	for _, c := range f.abandoned {
+		f.containers[c.id] = c
+	}
+	f.abandoned = nil
+}
+
 // byName finds a container by its name.
 func (f *fakeEngine) byName(name string) *fakeContainer {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.landAbandoned()
 	for _, c := range f.containers {
 		if c.opts.Name == name && !c.removed {
 			return c
@@ -145,7 +161,20 @@ func (f *fakeEngine) Info(ctx context.Context, _ client.InfoOptions) (client.Sys
 	return client.SystemInfoResult{Info: info}, nil
 }
 
-func (f *fakeEngine) ContainerCreate(ctx context.Context, opts client.ContainerCreateOptions) (client.ContainerCreateResult, error) {
+func (f *fakeEngine) ContainerCreate(ctx context.Context, opts client.ContainerCreateOptions) (res client.ContainerCreateResult, err error) {
+	if f.onCreate != nil {
+		f.onCreate(ctx)
+		if ctx.Err() != nil {
+			defer func() {
+				if err == nil {
+					c := f.containers[res.ID]
+					delete(f.containers, res.ID)
+					f.abandoned = append(f.abandoned, c)
+				}
+				res, err = client.ContainerCreateResult{}, ctx.Err()
+			}()
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("create %s", opts.Name)
@@ -234,6 +263,7 @@ func (f *fakeEngine) ContainerRemove(ctx context.Context, id string, opts client
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("remove %s", id[:4])
+	defer f.landAbandoned()
 	c, err := f.get(id)
 	if err != nil {
 		return client.ContainerRemoveResult{}, err
