@@ -9,6 +9,7 @@ import (
 	"tandem/internal/backend"
 	"tandem/internal/backend/kubernetes"
 	"tandem/internal/manifest"
+	"tandem/internal/runtime/onnx"
 )
 
 func init() { Register(exportCmd) }
@@ -38,8 +39,10 @@ kubectl apply then leaves it alone.`,
 			spec := backend.Spec{Deployment: m.Name, Revision: m.Hash(), Manifest: m}
 			// What the controller gives the backend: runtime.onnx becomes
 			// the tandem-onnx image with the model mounted.
-			if err := prepareSpec("")(manifest.BackendKubernetes, &spec); err != nil {
-				return err
+			if m.Runtime.ONNX != "" {
+				if err := (onnx.Runtime{}).Prepare(manifest.BackendKubernetes, &spec); err != nil {
+					return err
+				}
 			}
 			cfg := kubernetes.Config{Namespace: namespace, HostNetwork: hostNetwork}
 			if err := kubernetes.Export(cmd.OutOrStdout(), spec, cfg); err != nil {

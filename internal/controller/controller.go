@@ -54,17 +54,8 @@ type Config struct {
 	// CatalogInterval is how often deployments kept on a shared replica
 	// platform by other tandem processes are read (default 2s).
 	CatalogInterval time.Duration
-	// SelfExe is the tandem binary, started as `tandem runtime onnx` for
-	// runtime.onnx deployments on the process backend.
-	SelfExe string
-	// Describe returns a model's metadata at deploy time, for deployments
-	// whose runtime can tell (ONNX). Nil, or a nil result, means none.
-	Describe func(m *manifest.Manifest) (json.RawMessage, error)
-	// PrepareSpec, when set, adjusts what a backend receives: for a
-	// runtime.onnx deployment, the command that runs tandem's own runtime
-	// and the model file's mount. It must not modify spec.Manifest in place
-	// (copy it first).
-	PrepareSpec func(backendName string, spec *backend.Spec) error
+	// Runtimes are the built-in runtimes (ONNX), asked in order.
+	Runtimes []Runtime
 	// Meter meters instance time and requests for cost reports; nil
 	// meters nothing.
 	Meter *cost.Meter
@@ -243,10 +234,8 @@ func (c *Controller) Apply(ctx context.Context, m *manifest.Manifest) (Result, e
 	}
 	beName := backendName(be, rb)
 	var meta json.RawMessage
-	if c.cfg.Describe != nil {
-		if meta, err = c.cfg.Describe(m); err != nil {
-			return "", fmt.Errorf("model %q: reading the model: %w", m.Name, err)
-		}
+	if meta, err = c.describe(m); err != nil {
+		return "", fmt.Errorf("model %q: reading the model: %w", m.Name, err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

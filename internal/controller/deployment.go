@@ -399,11 +399,9 @@ func (d *Deployment) startInstance(now time.Time) {
 	in.cancel = cancel
 	m := d.man
 	spec := backend.Spec{ID: in.id, Deployment: d.Name, Revision: d.rev, Manifest: m}
-	if d.c.cfg.PrepareSpec != nil {
-		if err := d.c.cfg.PrepareSpec(d.backendName(), &spec); err != nil {
-			go d.send(evStarted{id: in.id, err: err})
-			return
-		}
+	if err := d.c.prepare(d.backendName(), &spec); err != nil {
+		go d.send(evStarted{id: in.id, err: err})
+		return
 	}
 	go func() {
 		bi, err := d.be.Start(ctx, spec)
@@ -434,10 +432,7 @@ func (d *Deployment) watch(in *inst, bi backend.Instance) {
 		cancel()
 		d.send(evExited{id: in.id, exit: e})
 	}()
-	health := d.man.Runtime.Health
-	if d.man.Runtime.ONNX != "" && health == "" {
-		health = "/v2/health/ready"
-	}
+	health := d.c.healthPath(d.backendName(), d.man)
 	go func() {
 		err := probe(ctx, bi.Addr, health)
 		d.send(evReady{id: in.id, err: err})

@@ -91,12 +91,10 @@ func (d *Deployment) applyReplicas(ctx context.Context) {
 			spec.Annotations = map[string]string{AnnotationRecord: string(raw)}
 		}
 	}
-	if d.c.cfg.PrepareSpec != nil {
-		if err := d.c.cfg.PrepareSpec(d.rb.Name(), &spec); err != nil {
-			d.applied = false
-			d.fail(time.Now(), err)
-			return
-		}
+	if err := d.c.prepare(d.rb.Name(), &spec); err != nil {
+		d.applied = false
+		d.fail(time.Now(), err)
+		return
 	}
 	if err := d.rb.Apply(actx, spec); err != nil {
 		d.applied = false

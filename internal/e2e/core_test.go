@@ -53,7 +53,7 @@ func TestServerless_ScaleFromZeroAndBack(t *testing.T) {
 	// Metrics tell the story: requests, the cold starts and their phases.
 	// (A request is counted just after its answer is sent: poll briefly.)
 	want := []string{
-		`tandem_requests_total{code="200",model="fz"} 3`,
+		`tandem_requests_total{code="200",model="fz",protocol="http"} 3`,
 		`tandem_cold_starts_total{model="fz"} 2`,
 		`tandem_instance_start_phase_seconds_count{model="fz",phase="exec"} 2`,
 		`tandem_instance_start_phase_seconds_count{model="fz",phase="ready"} 2`,

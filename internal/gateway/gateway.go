@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sync"
-	"time"
 
 	"tandem/internal/controller"
 	"tandem/internal/pool"
@@ -25,6 +24,8 @@ const HeaderColdStart = "X-Tandem-Cold-Start"
 // Models resolves a model name to its deployment. Lookup must not block.
 type Models interface {
 	Lookup(name string) (*controller.Deployment, bool)
+	// Names lists the deployed models.
+	Names() []string
 }
 
 // Gateway is an http.Handler.
@@ -34,6 +35,7 @@ type Gateway struct {
 	proxy  *httputil.ReverseProxy
 	bufs   *bufferPool
 	mux    *http.ServeMux
+	stages []Stage
 }
 
 type ctxKey struct{}
@@ -85,45 +87,33 @@ func (g *Gateway) Handle(pattern string, h http.Handler) { g.mux.Handle(pattern,
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
 
 func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	d, ok := g.models.Lookup(name)
-	if !ok {
-		problem.Write(w, problem.New(http.StatusNotFound, "model_not_found", fmt.Sprintf("model %q is not deployed", name)).WithField("name"))
+	ex, err := g.Begin(r.Context(), ProtocolHTTP, r.PathValue("name"), r.Header)
+	if err != nil {
+		w.Header().Set(HeaderColdStart, "false")
+		problem.Write(w, err)
 		return
 	}
-	start := time.Now()
-	m := d.Manifest()
+	d := ex.Deployment
 	sw := &statusWriter{ResponseWriter: w}
-	defer func() {
-		d.Metrics.Request(sw.code())
-		d.Metrics.Latency.Observe(time.Since(start).Seconds())
-	}()
-
 	lease, err := d.Pool.Acquire(r.Context()) // the pool bounds the wait itself
 	if err != nil {
 		sw.Header().Set(HeaderColdStart, "false")
 		problem.Write(sw, err)
+		ex.Finish(sw.code(), false, err)
 		return
 	}
 	defer lease.Release()
-	defer func() { d.Usage.Add(time.Since(start), lease.ColdStart) }()
+	defer func() { ex.Finish(sw.code(), lease.ColdStart, nil) }()
 	if lease.ColdStart {
-		d.Metrics.ColdStarts.Inc()
 		d.Metrics.ColdWait.Observe(lease.Waited.Seconds())
 		sw.Header().Set(HeaderColdStart, "true")
 	} else {
 		sw.Header().Set(HeaderColdStart, "false")
 	}
 	// The request's own budget starts once it has an instance.
-	rctx, rcancel := context.WithTimeout(r.Context(), m.Timeouts.Request.D())
+	rctx, rcancel := context.WithTimeout(r.Context(), ex.Timeout())
 	defer rcancel()
-	if r.Header.Get("Upgrade") != "" {
-		// Protocol upgrades (websockets) take ReverseProxy's general path.
-		t := &target{lease: lease, path: "/" + r.PathValue("path"), model: name}
-		g.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(rctx, ctxKey{}, t)))
-		return
-	}
-	g.forward(rctx, sw, r, lease, "/"+r.PathValue("path"), name)
+	g.forward(rctx, sw, r, Route{Lease: lease, Model: ex.Model, Reacquire: d.Pool.AcquireExcept, Retried: d.Metrics.Retries.Inc})
 }
 
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {

@@ -19,6 +19,7 @@ import (
 // nothing else. Every error tandem raises on /v2 (its own, the pipeline's
 // and a model's) goes through here. Nothing must have been written to w.
 func WriteError(w http.ResponseWriter, err error) {
+	noteError(w, err)
 	e := problemOf(err)
 	b, _ := json.Marshal(errorResponse{Error: errorMessage(e)})
 	b = append(b, '\n')

@@ -29,7 +29,7 @@ const GRPCHeaderColdStart = "x-tandem-cold-start"
 // Handler. The caller runs it with Serve on its own listener.
 func (s *Service) GRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	max := int(min(s.opts.MaxBodyBytes, math.MaxInt32))
-	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(max)}, opts...)
+	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(max), grpc.ChainUnaryInterceptor(s.grpcPipeline)}, opts...)
 	srv := grpc.NewServer(opts...)
 	pb.RegisterGRPCInferenceServiceServer(srv, &grpcService{s: s})
 	return srv
@@ -128,20 +128,32 @@ func (g *grpcService) ModelInfer(ctx context.Context, in *pb.ModelInferRequest) 
 		resp, cold, err = g.s.call(ctx, m, req)
 	}
 	grpc.SetHeader(ctx, metadata.Pairs(GRPCHeaderColdStart, strconv.FormatBool(cold)))
+	setCold(ctx, cold)
 	if err != nil {
 		return nil, grpcError(err)
 	}
 	return ToProto(resp, len(in.GetRawInputContents()) > 0), nil
 }
 
+// grpcErr is a gRPC status that still unwraps to the error it was made
+// from, so the pipeline meters the cause.
+type grpcErr struct {
+	st    *status.Status
+	cause error
+}
+
+func (e *grpcErr) Error() string              { return e.st.Err().Error() }
+func (e *grpcErr) GRPCStatus() *status.Status { return e.st }
+func (e *grpcErr) Unwrap() error              { return e.cause }
+
 // grpcError maps an error to a gRPC status, through the same HTTP status
 // that the REST endpoints would answer.
 func grpcError(err error) error {
 	if errors.Is(err, context.Canceled) {
-		return status.Error(codes.Canceled, err.Error())
+		return &grpcErr{status.New(codes.Canceled, err.Error()), err}
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return status.Error(codes.DeadlineExceeded, err.Error())
+		return &grpcErr{status.New(codes.DeadlineExceeded, err.Error()), err}
 	}
 	e := problem.From(err)
 	var c codes.Code
@@ -167,7 +179,7 @@ func grpcError(err error) error {
 	default:
 		c = codes.Internal
 	}
-	return status.Error(c, errorMessage(e))
+	return &grpcErr{status.New(c, errorMessage(e)), err}
 }
 
 func invalid(field, msg string) error {

@@ -82,15 +82,15 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	switch action {
 	case "":
 		if allow(w, r, http.MethodGet) {
-			s.modelMetadata(w, r, name, version)
+			s.inPipeline(w, r, name, func(w http.ResponseWriter, r *http.Request) { s.modelMetadata(w, r, name, version) })
 		}
 	case "ready":
 		if allow(w, r, http.MethodGet) {
-			s.modelReady(w, name, version)
+			s.inPipeline(w, r, name, func(w http.ResponseWriter, r *http.Request) { s.modelReady(w, name, version) })
 		}
 	case "infer":
 		if allow(w, r, http.MethodPost) {
-			s.inferHTTP(w, r, name, version)
+			s.inPipeline(w, r, name, func(w http.ResponseWriter, r *http.Request) { s.inferHTTP(w, r, name, version) })
 		}
 	}
 }
@@ -215,6 +215,10 @@ func (s *Service) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 			if errors.As(err, &mbe) {
 				return nil, s.errBodyTooLarge(limit)
 			}
+			var pe *problem.Error
+			if errors.As(err, &pe) {
+				return nil, pe // the body's deadline (408)
+			}
 			return nil, problem.New(http.StatusBadRequest, "read_error", "reading the request body: "+err.Error())
 		}
 	}
@@ -230,7 +234,7 @@ func (s *Service) forward(w http.ResponseWriter, r *http.Request, m Model, path 
 	resp, cold, err := s.sendFrom(r, m, path, body)
 	w.Header().Set(HeaderColdStart, strconv.FormatBool(cold))
 	if err != nil {
-		problem.Write(w, err)
+		WriteError(w, err)
 		return
 	}
 	defer resp.Body.Close()

@@ -81,6 +81,9 @@ type Options struct {
 	ServerName, ServerVersion string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Front is the gateway's request pipeline that model-scoped requests
+	// run in; nil admits everything and meters nothing.
+	Front Front
 }
 
 // Service answers the Open Inference Protocol v2 for a set of models, over
@@ -109,6 +112,9 @@ func NewService(models Models, opts Options) *Service {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.Front == nil {
+		opts.Front = noFront{}
 	}
 	return &Service{
 		models:   models,

@@ -16,6 +16,7 @@ type Metrics struct {
 	Registry *prometheus.Registry
 
 	requests    *prometheus.CounterVec
+	retries     *prometheus.CounterVec
 	latency     *prometheus.HistogramVec
 	coldStarts  *prometheus.CounterVec
 	coldStart   *prometheus.HistogramVec
@@ -32,8 +33,11 @@ func New() *Metrics {
 	m := &Metrics{
 		Registry: r,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tandem_requests_total", Help: "Requests through the gateway by model and HTTP status.",
-		}, []string{"model", "code"}),
+			Name: "tandem_requests_total", Help: "Requests through the gateway by model, protocol (http, v2, grpc) and HTTP status (gRPC: the HTTP status its code maps from).",
+		}, []string{"model", "protocol", "code"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_retries_total", Help: "Requests sent again to another instance after the first failed before answering.",
+		}, []string{"model"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "tandem_request_duration_seconds", Help: "Gateway request latency, including any wait for a cold start.",
 			Buckets: latencyBuckets,
@@ -57,7 +61,7 @@ func New() *Metrics {
 			Name: "tandem_autoscaler_panic_total", Help: "Times the autoscaler entered panic mode.",
 		}, []string{"model"}),
 	}
-	r.MustRegister(m.requests, m.latency, m.coldStarts, m.coldStart, m.phases, m.instanceEnd, m.scaleEvents)
+	r.MustRegister(m.requests, m.retries, m.latency, m.coldStarts, m.coldStart, m.phases, m.instanceEnd, m.scaleEvents)
 	return m
 }
 
@@ -68,7 +72,13 @@ type Model struct {
 	Latency    prometheus.Observer
 	ColdStarts prometheus.Counter
 	ColdWait   prometheus.Observer
-	codes      sync.Map // int -> prometheus.Counter
+	Retries    prometheus.Counter
+	codes      sync.Map // codeKey -> prometheus.Counter
+}
+
+type codeKey struct {
+	protocol string
+	code     int
 }
 
 // ForModel resolves the label values of one deployment once.
@@ -78,17 +88,19 @@ func (m *Metrics) ForModel(name string) *Model {
 		Latency:    m.latency.WithLabelValues(name),
 		ColdStarts: m.coldStarts.WithLabelValues(name),
 		ColdWait:   m.coldStart.WithLabelValues(name),
+		Retries:    m.retries.WithLabelValues(name),
 	}
 }
 
-// Request counts one answered request.
-func (mm *Model) Request(code int) {
-	if c, ok := mm.codes.Load(code); ok {
+// Request counts one answered request that came in through protocol.
+func (mm *Model) Request(protocol string, code int) {
+	k := codeKey{protocol, code}
+	if c, ok := mm.codes.Load(k); ok {
 		c.(prometheus.Counter).Inc()
 		return
 	}
-	c := mm.m.requests.WithLabelValues(mm.name, strconv.Itoa(code))
-	mm.codes.Store(code, c)
+	c := mm.m.requests.WithLabelValues(mm.name, protocol, strconv.Itoa(code))
+	mm.codes.Store(k, c)
 	c.Inc()
 }
 
@@ -109,7 +121,7 @@ func (m *Metrics) Panic(model string) { m.scaleEvents.WithLabelValues(model).Inc
 func (m *Metrics) Forget(model string) {
 	for _, v := range []interface {
 		DeletePartialMatch(prometheus.Labels) int
-	}{m.requests, m.latency, m.coldStarts, m.coldStart, m.phases, m.instanceEnd, m.scaleEvents} {
+	}{m.requests, m.retries, m.latency, m.coldStarts, m.coldStart, m.phases, m.instanceEnd, m.scaleEvents} {
 		v.DeletePartialMatch(prometheus.Labels{"model": model})
 	}
 }

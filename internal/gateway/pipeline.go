@@ -1,0 +1,237 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"tandem/internal/controller"
+	"tandem/internal/inference"
+	"tandem/internal/pool"
+	"tandem/internal/problem"
+)
+
+// Protocol names the door an exchange came in through; it labels metrics.
+type Protocol = string
+
+// The protocols the gateway speaks.
+const (
+	ProtocolHTTP Protocol = "http" // pass-through /models/{name}/...
+	ProtocolV2   Protocol = "v2"   // Open Inference Protocol, REST
+	ProtocolGRPC Protocol = "grpc" // Open Inference Protocol, gRPC
+)
+
+// Exchange is one client request on its way through the pipeline. The
+// adapter of its protocol creates it with Begin and ends it with Finish,
+// exactly once; the stages in between read it.
+type Exchange struct {
+	Protocol Protocol
+	Model    string
+	// Deployment is the resolved model; never nil after Begin.
+	Deployment *controller.Deployment
+	// Header holds the request's headers (for gRPC, its metadata with
+	// canonical keys). Stages may read it; they must not keep it.
+	Header http.Header
+	// Start is when the request arrived.
+	Start time.Time
+
+	finished bool
+}
+
+// Stage admits or refuses an exchange before anything is queued, read or
+// woken: authentication, tenants' limits and traffic rules plug in here,
+// once for every protocol. Admit is called concurrently on the request
+// path and must not block on I/O. A refusal is an error, best a
+// *problem.Error, which the protocol's adapter answers in its own shape.
+type Stage interface {
+	Admit(ctx context.Context, ex *Exchange) error
+}
+
+// StageFunc adapts a function to a Stage.
+type StageFunc func(ctx context.Context, ex *Exchange) error
+
+// Admit calls f.
+func (f StageFunc) Admit(ctx context.Context, ex *Exchange) error { return f(ctx, ex) }
+
+// Use appends stages to the pipeline. It must be called before the
+// gateway serves.
+func (g *Gateway) Use(stages ...Stage) { g.stages = append(g.stages, stages...) }
+
+// Begin resolves the model and runs the admission stages. The error is a
+// *problem.Error: 404 for an unknown model, or a stage's refusal (counted
+// in the model's metrics).
+func (g *Gateway) Begin(ctx context.Context, proto Protocol, model string, h http.Header) (*Exchange, error) {
+	d, ok := g.models.Lookup(model)
+	if !ok {
+		return nil, problem.New(http.StatusNotFound, "model_not_found", fmt.Sprintf("model %q is not deployed", model)).WithField("name")
+	}
+	ex := &Exchange{Protocol: proto, Model: model, Deployment: d, Header: h, Start: time.Now()}
+	for _, s := range g.stages {
+		if err := s.Admit(ctx, ex); err != nil {
+			pe := problem.From(err)
+			ex.Finish(pe.Status, false, pe)
+			return nil, pe
+		}
+	}
+	return ex, nil
+}
+
+// Finish meters the exchange once it is answered with status: the request
+// and latency metrics, cold starts and, when an instance took the request
+// (err is nil, or says the instance failed it), the cost meter. Calls after
+// the first do nothing.
+func (ex *Exchange) Finish(status int, cold bool, err error) {
+	if ex.finished {
+		return
+	}
+	ex.finished = true
+	d := ex.Deployment
+	took := time.Since(ex.Start)
+	d.Metrics.Request(ex.Protocol, status)
+	d.Metrics.Latency.Observe(took.Seconds())
+	if cold {
+		d.Metrics.ColdStarts.Inc()
+	}
+	if err == nil || reachedInstance(err) {
+		d.Usage.Add(took, cold)
+	}
+}
+
+// Timeout is the deployment's timeouts.request: the bound on the exchange
+// with an instance, the upload of the request's body included.
+func (ex *Exchange) Timeout() time.Duration { return ex.Deployment.Manifest().Timeouts.Request.D() }
+
+// reachedInstance reports whether err came from an instance that had taken
+// the request (it answered an error, died, or did not answer in time),
+// rather than from the gateway before any instance did.
+func reachedInstance(err error) bool {
+	var pe *problem.Error
+	if !errors.As(err, &pe) {
+		return false
+	}
+	if pe.Source == problem.SourceModel {
+		return true
+	}
+	switch pe.Code {
+	case "instance_died", "instance_oom", "upstream_error", "request_timeout": // pool.UpstreamError's codes
+		return true
+	}
+	return false
+}
+
+// v2Exchange shows an Exchange to the v2 adapters.
+type v2Exchange struct{ *Exchange }
+
+func (e v2Exchange) Finish(status int, cold bool, err error) { e.Exchange.Finish(status, cold, err) }
+
+// Enter admits a v2 REST or gRPC request (inference.Front).
+func (g *Gateway) Enter(ctx context.Context, proto, model string, h http.Header) (inference.Exchange, error) {
+	ex, err := g.Begin(ctx, proto, model, h)
+	if err != nil {
+		return nil, err
+	}
+	return v2Exchange{ex}, nil
+}
+
+var _ inference.Front = (*Gateway)(nil)
+
+// upstream sends the v2 adapters' calls to one deployment's instances:
+// through the activator, bounded by timeouts.request from the moment an
+// instance took the call, and retried once on another instance when the
+// first failed before answering.
+type upstream struct{ d *controller.Deployment }
+
+var _ inference.Upstream = upstream{}
+
+func (u upstream) Do(ctx context.Context, req *http.Request) (*http.Response, bool, error) {
+	d := u.d
+	lease, err := d.Pool.Acquire(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	if lease.ColdStart {
+		d.Metrics.ColdWait.Observe(lease.Waited.Seconds())
+	}
+	name := d.Manifest().Name
+	rctx, cancel := context.WithTimeout(ctx, d.Manifest().Timeouts.Request.D())
+	resp, err := roundTrip(rctx, lease, req)
+	if err != nil && retryable(req, err) {
+		if next, ok := acquireOther(ctx, d.Pool, lease.Instance); ok {
+			d.Metrics.Retries.Inc()
+			lease.Release()
+			cold := lease.ColdStart
+			lease = next
+			lease.ColdStart = lease.ColdStart || cold
+			resp, err = roundTrip(rctx, lease, req)
+		}
+	}
+	if err != nil {
+		cancel()
+		lease.Release()
+		return nil, lease.ColdStart, pool.UpstreamError(rctx, name, lease.Instance, err)
+	}
+	resp.Body = &leaseBody{ReadCloser: resp.Body, lease: lease, cancel: cancel}
+	return resp, lease.ColdStart, nil
+}
+
+func roundTrip(ctx context.Context, lease *pool.Lease, req *http.Request) (*http.Response, error) {
+	out := req.Clone(ctx)
+	out.URL.Scheme = "http"
+	out.URL.Host = lease.Instance.Addr
+	out.Host = lease.Instance.Addr
+	out.RequestURI = ""
+	if req.GetBody != nil {
+		body, err := req.GetBody()
+		if err != nil {
+			return nil, err
+		}
+		out.Body = body
+	}
+	return lease.Instance.Raw.RoundTrip(out)
+}
+
+// retryable: the v2 adapters' bodies are in memory (GetBody), so any call
+// that failed before an answer, other than by the deadline, may go again.
+func retryable(req *http.Request, err error) bool {
+	if req.Context().Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+}
+
+type leaseBody struct {
+	io.ReadCloser
+	lease  *pool.Lease
+	cancel context.CancelFunc
+}
+
+func (b *leaseBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	b.lease.Release()
+	return err
+}
+
+// acquireOther takes a lease on a ready instance other than failed, which
+// the caller still holds (so the balancer counts it as busier). It does not
+// wait: false when no other instance has room now.
+func acquireOther(ctx context.Context, p *pool.Pool, failed *pool.Instance) (*pool.Lease, bool) {
+	for _, in := range p.Ready() {
+		if in == failed {
+			continue
+		}
+		l, err := p.Acquire(ctx)
+		if err != nil {
+			return nil, false
+		}
+		if l.Instance == failed {
+			l.Release()
+			return nil, false
+		}
+		return l, true
+	}
+	return nil, false
+}

@@ -1,0 +1,288 @@
+// Package server is tandem's composition root: it builds the store, the
+// cost meter, the backends, the controller, the gateway with its request
+// pipeline and protocol adapters, and the control API, and runs them with
+// explicit lifecycles. Start order: store, meter, backends, controller,
+// listeners; stop order is the reverse, so that every instance is stopped
+// (and metered) before the meter and the store close.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"tandem/internal/api"
+	"tandem/internal/backend"
+	"tandem/internal/backend/docker"
+	"tandem/internal/backend/kubernetes"
+	"tandem/internal/backend/process"
+	"tandem/internal/controller"
+	"tandem/internal/cost"
+	"tandem/internal/gateway"
+	"tandem/internal/inference"
+	"tandem/internal/manifest"
+	"tandem/internal/metrics"
+	"tandem/internal/runtime/onnx"
+	"tandem/internal/store"
+)
+
+// Config is what `tandem serve` is told. The zero value of an optional
+// field means its default.
+type Config struct {
+	Listen, AdminListen string
+	// GRPCListen is the v2 gRPC address ("" = off). When GRPCRequired is
+	// false, a taken address only warns (the default port is a convenience).
+	GRPCListen   string
+	GRPCRequired bool
+	DataDir      string
+	// Backend is the default backend for manifests that name none.
+	Backend string
+	// Docker is on, off or auto.
+	Docker                    string
+	Kubeconfig, KubeNamespace string
+	KubeHostNetwork           bool
+	// Prices is a price table file; "" uses the built-in table.
+	Prices string
+	// Tick is how often each deployment's autoscaler decides.
+	Tick time.Duration
+	// MaxInstances bounds scaling.max on this server.
+	MaxInstances int
+	// Limits bound what clients may send to both listeners.
+	Limits  gateway.Limits
+	Version string
+	Logger  *slog.Logger
+}
+
+// Run serves until ctx is done or a listener fails, then stops everything
+// it started, in reverse order.
+func Run(ctx context.Context, cfg Config) (err error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	dataDir, _ := filepath.Abs(cfg.DataDir)
+	var stack stopStack
+	defer stack.stop()
+
+	st, err := store.Open(dataDir)
+	if err != nil {
+		return err
+	}
+	stack.push(func() { st.Close() })
+
+	meter, err := openMeter(dataDir, cfg.Prices, log, &stack)
+	if err != nil {
+		return err
+	}
+	backends, replicas, err := openBackends(cfg, dataDir, log, &stack)
+	if err != nil {
+		return err
+	}
+	self, _ := os.Executable()
+	m := metrics.New()
+	m.Registry.MustRegister(meter)
+	ctrl := controller.New(controller.Config{
+		Store: st, Backends: backends, ReplicaBackends: replicas, DefaultBackend: cfg.Backend, Metrics: m,
+		Logger: log, Tick: cfg.Tick, Meter: meter, MaxInstances: cfg.MaxInstances,
+		Runtimes: []controller.Runtime{onnx.Runtime{Self: self}},
+	})
+
+	gl, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	stack.push(func() { gl.Close() })
+	al, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		return fmt.Errorf("--admin-listen: %w", err)
+	}
+	stack.push(func() { al.Close() })
+	var grpcL net.Listener
+	if cfg.GRPCListen != "" {
+		grpcL, err = net.Listen("tcp", cfg.GRPCListen)
+		switch {
+		case err == nil:
+			stack.push(func() { grpcL.Close() })
+		case cfg.GRPCRequired:
+			return fmt.Errorf("--grpc-listen: %w", err)
+		default:
+			log.Warn("gRPC endpoint off: default --grpc-listen port is taken", "err", err)
+			grpcL = nil
+		}
+	}
+
+	info := api.Info{Gateway: gl.Addr().String(), Version: cfg.Version}
+	if grpcL != nil {
+		info.GRPC = grpcL.Addr().String()
+	}
+	admin := api.NewServer(ctrl, m, info, log)
+	meter.Mount(admin.Handle)
+	asrv := gateway.NewHTTPServer(admin, cfg.Limits)
+	// The control API closes after the instances have stopped.
+	stack.push(func() { shutdownHTTP(asrv) })
+
+	if err := ctrl.Start(ctx); err != nil {
+		return err
+	}
+	// The controller stops every instance (and tells the meter) before the
+	// backends, the meter and the store close.
+	stack.push(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		if err := ctrl.Shutdown(sctx); err != nil {
+			log.Error("shutdown", "err", err)
+		}
+	})
+	stack.push(func() { log.Info("shutting down: stopping instances") })
+
+	// The gateway: one pipeline, three doors (pass-through, v2 REST, v2 gRPC).
+	gw := gateway.New(ctrl, log)
+	v2 := inference.NewService(gw.V2Models(), inference.Options{Registerer: m.Registry, ServerVersion: cfg.Version,
+		Logger: log.With("component", "v2"), Front: gw})
+	gw.Handle("/v2", v2.Handler())
+	gw.Handle("/v2/", v2.Handler())
+	gsrv := gateway.NewHTTPServer(gw, cfg.Limits)
+
+	errc := make(chan error, 3)
+	if grpcL != nil {
+		gs := v2.GRPCServer()
+		go func() { errc <- gs.Serve(grpcL) }()
+		stack.push(gs.GracefulStop)
+	}
+	go func() { errc <- gsrv.Serve(gl) }()
+	go func() { errc <- asrv.Serve(al) }()
+	stack.push(func() { shutdownHTTP(gsrv) }) // first: no new requests
+
+	names := append(slices.Sorted(mapsKeys(backends)), slices.Sorted(mapsKeys(replicas))...)
+	log.Info("tandem serving", "gateway", info.Gateway, "admin", al.Addr().String(), "grpc", info.GRPC,
+		"data_dir", dataDir, "backends", strings.Join(names, ","), "deployments", len(ctrl.Names()))
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		log.Error("listener failed", "err", err)
+		return err
+	}
+}
+
+func shutdownHTTP(s *http.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s.Shutdown(ctx)
+}
+
+func openMeter(dataDir, pricesFile string, log *slog.Logger, stack *stopStack) (*cost.Meter, error) {
+	prices := cost.DefaultPrices()
+	if pricesFile != "" {
+		var err error
+		if prices, err = cost.LoadPrices(pricesFile); err != nil {
+			return nil, fmt.Errorf("--prices: %w", err)
+		}
+	}
+	meter, err := cost.Open(dataDir, prices, log, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); meter.Run(ctx, time.Second, 10*time.Second) }()
+	stack.push(func() {
+		cancel()
+		<-done
+		if err := meter.Close(time.Now()); err != nil {
+			log.Error("closing the cost meter", "err", err)
+		}
+	})
+	return meter, nil
+}
+
+func openBackends(cfg Config, dataDir string, log *slog.Logger, stack *stopStack) (map[string]backend.Backend, map[string]backend.ReplicaBackend, error) {
+	backends := map[string]backend.Backend{}
+	pb, err := process.New(process.Config{DataDir: dataDir, Logger: log.With("component", "process")})
+	if err != nil {
+		return nil, nil, err
+	}
+	backends[pb.Name()] = pb
+	stack.push(func() { pb.Close() })
+	if useDocker(cfg) {
+		db, err := docker.New(docker.Config{DataDir: dataDir, Logger: log.With("component", "docker")})
+		switch {
+		case err == nil:
+			backends[db.Name()] = db
+			stack.push(func() { db.Close() })
+		case cfg.Docker == "on" || cfg.Backend == manifest.BackendDocker:
+			return nil, nil, fmt.Errorf("docker backend: %w (run scripts/docker.sh install start)", err)
+		default:
+			log.Warn("docker backend unavailable", "err", err)
+		}
+	}
+	replicas := map[string]backend.ReplicaBackend{}
+	if cfg.Backend == manifest.BackendKubernetes || cfg.Kubeconfig != "" || os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+		klog.SetSlogLogger(log.With("component", "client-go"))
+		kb, err := kubernetes.New(kubernetes.Config{Kubeconfig: cfg.Kubeconfig, Namespace: cfg.KubeNamespace,
+			HostNetwork: cfg.KubeHostNetwork, Logger: log.With("component", "kubernetes")})
+		if err != nil {
+			return nil, nil, fmt.Errorf("kubernetes backend: %w", err)
+		}
+		replicas[kb.Name()] = kb
+		stack.push(func() { kb.Close() })
+	}
+	_, inst := backends[cfg.Backend]
+	_, repl := replicas[cfg.Backend]
+	if !inst && !repl {
+		return nil, nil, fmt.Errorf("--backend %s is not available here", cfg.Backend)
+	}
+	return backends, replicas, nil
+}
+
+func useDocker(cfg Config) bool {
+	switch {
+	case cfg.Docker == "on" || cfg.Backend == manifest.BackendDocker:
+		return true
+	case cfg.Docker == "off":
+		return false
+	}
+	if os.Getenv("DOCKER_HOST") != "" {
+		return true
+	}
+	_, err := os.Stat("/var/run/docker.sock")
+	return err == nil
+}
+
+func mapsKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// stopStack runs stop functions in the reverse order of push.
+type stopStack []func()
+
+func (s *stopStack) push(f func()) { *s = append(*s, f) }
+
+func (s *stopStack) stop() {
+	for i := len(*s) - 1; i >= 0; i-- {
+		(*s)[i]()
+	}
+	*s = nil
+}
