@@ -159,7 +159,7 @@ func (u upstream) Do(ctx context.Context, req *http.Request) (*http.Response, bo
 	rctx, cancel := context.WithTimeout(ctx, d.Manifest().Timeouts.Request.D())
 	resp, err := roundTrip(rctx, lease, req)
 	if err != nil && retryable(req, err) {
-		if next, ok := acquireOther(ctx, d.Pool, lease.Instance); ok {
+		if next, aerr := d.Pool.AcquireExcept(rctx, lease.Instance); aerr == nil {
 			d.Metrics.Retries.Inc()
 			lease.Release()
 			cold := lease.ColdStart
@@ -213,25 +213,4 @@ func (b *leaseBody) Close() error {
 	b.cancel()
 	b.lease.Release()
 	return err
-}
-
-// acquireOther takes a lease on a ready instance other than failed, which
-// the caller still holds (so the balancer counts it as busier). It does not
-// wait: false when no other instance has room now.
-func acquireOther(ctx context.Context, p *pool.Pool, failed *pool.Instance) (*pool.Lease, bool) {
-	for _, in := range p.Ready() {
-		if in == failed {
-			continue
-		}
-		l, err := p.Acquire(ctx)
-		if err != nil {
-			return nil, false
-		}
-		if l.Instance == failed {
-			l.Release()
-			return nil, false
-		}
-		return l, true
-	}
-	return nil, false
 }
