@@ -144,17 +144,17 @@ type serverMetadata struct {
 	Extensions []string `json:"extensions"`
 }
 
-// Extensions lists the protocol extensions tandem supports, as the server
+// extensions lists the protocol extensions tandem supports, as the server
 // metadata endpoint answers them: Triton's binary tensor data extension
 // (REST; gRPC has raw_input_contents and raw_output_contents built in).
-var Extensions = []string{ExtensionBinaryTensorData}
+var extensions = []string{ExtensionBinaryTensorData}
 
 // ExtensionBinaryTensorData is the binary tensor data extension's name in
 // server metadata (Triton's name for it).
 const ExtensionBinaryTensorData = "binary_tensor_data"
 
 func (s *Service) serverMetadata() serverMetadata {
-	return serverMetadata{Name: s.opts.ServerName, Version: s.opts.ServerVersion, Extensions: slices.Clone(Extensions)}
+	return serverMetadata{Name: s.opts.ServerName, Version: s.opts.ServerVersion, Extensions: slices.Clone(extensions)}
 }
 
 // lookup finds a model and checks the version, if one is given.
