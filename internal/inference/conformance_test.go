@@ -169,6 +169,9 @@ func oipModels() inferencetest.Models {
 		"digits": built("digits", runtime, false), // scaled to zero
 		"warm":   built("warm", runtime, true),
 		"custom": {Name: "custom", Upstream: &inferencetest.Upstream{Handler: oipCustom()}, Ready: ready(true)},
+		// A user's own v2 server that cannot be woken: the gateway's error,
+		// not the instance's, so in the protocol's shape too.
+		"custom-full": {Name: "custom-full", Upstream: errUpstream{fmt.Errorf("waking custom-full: %w", pool.ErrQueueFull)}, Ready: ready(false)},
 		"full":   built("full", errUpstream{fmt.Errorf("waking full: %w", pool.ErrQueueFull)}, false),
 		"slow":   built("slow", errUpstream{fmt.Errorf("waking slow: %w", pool.ErrStartTimeout)}, false),
 		"late":   built("late", errUpstream{fmt.Errorf("calling late: %w", context.DeadlineExceeded)}, true),
@@ -310,6 +313,8 @@ func TestHandler_conformsToOIP(t *testing.T) {
 		{"instance unreachable", "POST", infer("crash"), one, nil, 500, "error_response", []check{has("connection reset by peer")}},
 		{"instance answers garbage", "POST", infer("broken"), one, nil, 502, "error_response", []check{has("upstream_error")}},
 		{"instance's own error", "POST", infer("oom"), one, nil, 500, "error_response", []check{has(`"out of memory (model_error, from model)"`)}},
+		{"pass-through metadata, queue full", "GET", "/v2/models/custom-full", "", nil, 503, "error_response", []check{has("queue_full"), header("Retry-After", "1")}},
+		{"pass-through infer, queue full", "POST", infer("custom-full"), one, nil, 503, "error_response", []check{has("queue_full"), header("Retry-After", "1")}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
