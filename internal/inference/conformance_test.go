@@ -172,12 +172,12 @@ func oipModels() inferencetest.Models {
 		// A user's own v2 server that cannot be woken: the gateway's error,
 		// not the instance's, so in the protocol's shape too.
 		"custom-full": {Name: "custom-full", Upstream: errUpstream{fmt.Errorf("waking custom-full: %w", pool.ErrQueueFull)}, Ready: ready(false)},
-		"full":   built("full", errUpstream{fmt.Errorf("waking full: %w", pool.ErrQueueFull)}, false),
-		"slow":   built("slow", errUpstream{fmt.Errorf("waking slow: %w", pool.ErrStartTimeout)}, false),
-		"late":   built("late", errUpstream{fmt.Errorf("calling late: %w", context.DeadlineExceeded)}, true),
-		"crash":  built("crash", errUpstream{errors.New("connection reset by peer")}, true),
-		"broken": built("broken", answer(200, "this is not JSON"), true),
-		"oom":    built("oom", answer(500, `{"error":"out of memory"}`), true),
+		"full":        built("full", errUpstream{fmt.Errorf("waking full: %w", pool.ErrQueueFull)}, false),
+		"slow":        built("slow", errUpstream{fmt.Errorf("waking slow: %w", pool.ErrStartTimeout)}, false),
+		"late":        built("late", errUpstream{fmt.Errorf("calling late: %w", context.DeadlineExceeded)}, true),
+		"crash":       built("crash", errUpstream{errors.New("connection reset by peer")}, true),
+		"broken":      built("broken", answer(200, "this is not JSON"), true),
+		"oom":         built("oom", answer(500, `{"error":"out of memory"}`), true),
 	}
 }
 
