@@ -14,10 +14,11 @@ import (
 // WriteError answers err on a v2 REST endpoint in the protocol's error
 // shape, {"error": "message"}, with the status that package problem maps
 // err to (an *problem.Error in the chain, a registered sentinel, a missed
-// deadline as 504, else 500) and its Retry-After, if any. The message names the field, the code and
-// who said it (gateway or model), since the protocol's shape has room for
-// nothing else. Every error tandem raises on /v2 (its own, the pipeline's
-// and a model's) goes through here. Nothing must have been written to w.
+// deadline as 504, else 500) and its Retry-After, if any. The message
+// names the field, the code and who said it (gateway or model), since the
+// protocol's shape has room for nothing else. Every error tandem raises on
+// /v2 (its own, the pipeline's and a model's) goes through here. Nothing
+// must have been written to w.
 func WriteError(w http.ResponseWriter, err error) {
 	noteError(w, err)
 	e := problemOf(err)
