@@ -43,6 +43,7 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cfg.GRPCListen, "grpc-listen", "127.0.0.1:8082", "Open Inference Protocol v2 gRPC address (empty: off)")
 	f.StringVar(&cfg.DataDir, "data-dir", "./.tandem", "where deployments, logs and instance state live")
 	f.StringVar(&cfg.Backend, "backend", "process", "default backend for manifests that name none")
+	f.StringVar(&cfg.Auth, "auth", server.AuthNone, "gateway authentication: none, or keys (every request needs a tenant's API key; see tandem tenant, tandem key)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.DurationVar(&cfg.Tick, "autoscale-interval", time.Second, "how often each deployment's autoscaler decides")
 	f.IntVar(&cfg.MaxInstances, "max-instances", 256, "the most instances one deployment may have (bounds scaling.max)")

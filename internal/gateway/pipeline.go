@@ -37,9 +37,26 @@ type Exchange struct {
 	Header http.Header
 	// Start is when the request arrived.
 	Start time.Time
+	// Tenant is the caller, when an authentication stage named one.
+	Tenant string
 
 	finished bool
+	onFinish []func(*Exchange, Result)
 }
+
+// Result is how an exchange ended, as its finish hooks see it.
+type Result struct {
+	Status int
+	Took   time.Duration
+	Cold   bool
+	// Served is true when an instance took the request.
+	Served bool
+}
+
+// OnFinish registers f to run when the exchange is finished (a stage that
+// holds something for the request, such as a concurrency slot, releases it
+// there). Hooks run in registration order, on the request's goroutine.
+func (ex *Exchange) OnFinish(f func(*Exchange, Result)) { ex.onFinish = append(ex.onFinish, f) }
 
 // Stage admits or refuses an exchange before anything is queued, read or
 // woken: authentication, tenants' limits and traffic rules plug in here,
@@ -95,8 +112,12 @@ func (ex *Exchange) Finish(status int, cold bool, err error) {
 	if cold {
 		d.Metrics.ColdStarts.Inc()
 	}
-	if err == nil || reachedInstance(err) {
+	served := err == nil || reachedInstance(err)
+	if served {
 		d.Usage.Add(took, cold)
+	}
+	for _, f := range ex.onFinish {
+		f(ex, Result{Status: status, Took: took, Cold: cold, Served: served})
 	}
 }
 

@@ -34,6 +34,7 @@ import (
 	"tandem/internal/metrics"
 	"tandem/internal/runtime/onnx"
 	"tandem/internal/store"
+	"tandem/internal/tenant"
 )
 
 // Config is what `tandem serve` is told. The zero value of an optional
@@ -57,6 +58,9 @@ type Config struct {
 	Tick time.Duration
 	// MaxInstances bounds scaling.max on this server.
 	MaxInstances int
+	// Auth is the gateway's authentication: AuthNone or AuthKeys (every
+	// request needs a tenant's API key).
+	Auth string
 	// Limits bound what clients may send to both listeners.
 	Limits  gateway.Limits
 	Version string
@@ -84,6 +88,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	stack.push(func() { st.Close() })
 
 	meter, err := openMeter(dataDir, cfg.Prices, log, &stack)
+	if err != nil {
+		return err
+	}
+	tenants, err := openTenants(st, meter.Prices(), log, &stack)
 	if err != nil {
 		return err
 	}
@@ -150,6 +158,17 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 	// The gateway: one pipeline, three doors (pass-through, v2 REST, v2 gRPC).
 	gw := gateway.New(ctrl, log)
+	switch cfg.Auth {
+	case AuthKeys:
+		gw.Use(tenant.NewStage(tenants, m.Registry))
+	case AuthNone, "":
+		if !isLoopback(gl.Addr()) {
+			log.Warn("THE GATEWAY IS OPEN TO ANYONE WHO CAN REACH IT: --listen is not a loopback address and --auth is none; "+
+				"create tenants and keys (tandem tenant create, tandem key create) and start with --auth keys", "listen", gl.Addr().String())
+		}
+	default:
+		return fmt.Errorf("--auth %q: use none or keys", cfg.Auth)
+	}
 	v2 := inference.NewService(gw.V2Models(), inference.Options{Registerer: m.Registry, ServerVersion: cfg.Version,
 		Logger: log.With("component", "v2"), Front: gw})
 	gw.Handle("/v2", v2.Handler())
@@ -179,6 +198,29 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		log.Error("listener failed", "err", err)
 		return err
 	}
+}
+
+// Gateway authentication modes.
+const (
+	AuthNone = "none"
+	AuthKeys = "keys"
+)
+
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
+
+func openTenants(st *store.Store, prices *cost.Prices, log *slog.Logger, stack *stopStack) (*tenant.Registry, error) {
+	reg, err := tenant.Open(st, prices, log)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); reg.Run(ctx, 10*time.Second) }()
+	stack.push(func() { cancel(); <-done })
+	return reg, nil
 }
 
 func shutdownHTTP(s *http.Server) {
