@@ -36,6 +36,8 @@ type DeployResponse struct {
 type Info struct {
 	Gateway string `json:"gateway"`
 	GRPC    string `json:"grpc,omitempty"`
+	// TLS says the gateway (and the gRPC endpoint) serve TLS.
+	TLS     bool   `json:"tls,omitempty"`
 	Version string `json:"version"`
 }
 
@@ -74,15 +76,9 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
-	var req DeployRequest
-	body := http.MaxBytesReader(w, r.Body, maxManifest)
-	if err := json.NewDecoder(body).Decode(&req); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			problem.Write(w, problem.New(http.StatusRequestEntityTooLarge, "too_large", "deploy request over 1 MiB"))
-			return
-		}
-		problem.Write(w, problem.New(http.StatusBadRequest, "malformed_json", "deploy request is not valid JSON: "+err.Error()))
+	req, perr := decodeDeploy(w, r)
+	if perr != nil {
+		problem.Write(w, perr)
 		return
 	}
 	m, err := manifest.Parse([]byte(req.Manifest), req.BaseDir)
@@ -90,6 +86,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 		writeManifestError(w, err)
 		return
 	}
+	AuditName(r, m.Name)
 	res, err := s.c.Apply(r.Context(), m)
 	if err != nil {
 		problem.Write(w, err)
