@@ -105,6 +105,53 @@ func TestController_CrashReplaced(t *testing.T) {
 	}
 }
 
+// Requests waiting for an instance that crashes wait for its replacement
+// instead of failing with the crash (the in-flight request does fail).
+func TestController_WaitersOutliveACrash(t *testing.T) {
+	release := make(chan struct{})
+	fb := fake.New(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		io.WriteString(w, "ok")
+	}))
+	c, _ := newController(t, fb)
+	y := "name: a\nmode: dedicated\nruntime: {command: [x]}\nscaling: {min: 1, max: 1, container_concurrency: 1}\ntimeouts: {startup: 1h}\n"
+	if _, err := c.Apply(context.Background(), parse(t, y)); err != nil {
+		t.Fatal(err)
+	}
+	st := waitStatus(t, c, func(s *controller.Status) bool { return s.Ready == 1 })
+	d, _ := c.Lookup("a")
+	busy, err := d.Pool.Acquire(context.Background()) // the only slot
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiter := make(chan error, 1)
+	go func() {
+		l, err := d.Pool.Acquire(context.Background())
+		if err == nil {
+			if l.Instance == busy.Instance {
+				err = errors.New("leased the crashed instance")
+			}
+			l.Release()
+		}
+		waiter <- err
+	}()
+	for d.Pool.Queued() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	fb.Crash(st.Instances[0].ID)
+	if err := <-waiter; err != nil {
+		t.Fatalf("the waiting request failed with the crash: %v", err)
+	}
+	busy.Release()
+	close(release)
+	waitStatus(t, c, func(s *controller.Status) bool { return s.Restarts == 1 && strings.Contains(s.LastError, "replacing it") })
+}
+
 func waitStatus(t *testing.T, c *controller.Controller, cond func(*controller.Status) bool) *controller.Status {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

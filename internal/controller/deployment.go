@@ -517,7 +517,10 @@ func (d *Deployment) handle(ev any) {
 			}
 			d.c.cfg.Metrics.InstanceExit(d.Name, reason)
 			d.restarts++
-			d.failed(now, fmt.Errorf("instance %s %s; replacing it", in.id, ev.exit))
+			// Requests waiting for an instance wait for the replacement
+			// (within their own deadline): a crash of a ready instance says
+			// nothing about whether the next one will start.
+			d.backOff(now, fmt.Errorf("instance %s %s; replacing it", in.id, ev.exit))
 		}
 		d.reconcile(now)
 	}
@@ -532,6 +535,14 @@ func (d *Deployment) forget(id string, now time.Time) {
 // failed records an instance failure, backs off the next start, and when
 // nothing else can serve the waiting requests, answers them now.
 func (d *Deployment) failed(now time.Time, err error) {
+	d.backOff(now, err)
+	ready, starting := d.counts()
+	d.noteError(now, err, "instance_failed", ready+starting == 0)
+}
+
+// backOff records an instance failure for status and delays the next start
+// (not the first retry), leaving waiting requests waiting.
+func (d *Deployment) backOff(now time.Time, err error) {
 	d.failures++
 	backoff := min(100*time.Millisecond<<min(d.failures-1, 10), 30*time.Second)
 	if d.failures == 1 {
@@ -539,8 +550,8 @@ func (d *Deployment) failed(now time.Time, err error) {
 	}
 	d.nextStart = now.Add(backoff)
 	d.log.Warn("instance failed", "err", err, "retry_in", backoff)
-	ready, starting := d.counts()
-	d.noteError(now, err, "instance_failed", ready+starting == 0)
+	d.lastErr = err.Error()
+	d.lastErrAt = now
 }
 
 // noteError records err for status and, when nothing is ready or on its

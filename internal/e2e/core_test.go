@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -253,7 +254,8 @@ func TestActivator_QueueFullAndStartTimeout(t *testing.T) {
 	t.Logf("last error: %s", st.LastError)
 }
 
-// kill -9 of an instance under load: clear 502s, a replacement, success.
+// kill -9 of an instance under load: clear 502s for the requests it had
+// taken (POSTs whose bodies it had: never retried), a replacement, success.
 func TestCrash_KilledInstanceReplaced(t *testing.T) {
 	s := startServer(t, "")
 	s.deploy("", fakeManifest(t, "crash", "dedicated", nil, "min: 1\nmax: 1", "startup: 20s\nrequest: 20s"))
@@ -265,7 +267,7 @@ func TestCrash_KilledInstanceReplaced(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			replies[i] = s.call("GET", "/models/crash/sleep?d=10s", "")
+			replies[i] = s.call("POST", "/models/crash/sleep?d=10s", "not idempotent")
 		}()
 	}
 	s.waitFor("5 in flight", 10*time.Second, func(st *controller.Status) bool { return st.InFlight == 5 }, "crash")
@@ -286,6 +288,55 @@ func TestCrash_KilledInstanceReplaced(t *testing.T) {
 		if r := s.call("GET", "/models/crash/echo", ""); r.code != 200 {
 			t.Fatalf("request after replacement: %v", r)
 		}
+	}
+}
+
+// kill -9 of one of two instances under 20 concurrent GET clients: the
+// GETs it had taken go again to the other instance, and every GET answers
+// 200 (nginx's proxy_next_upstream for idempotent requests).
+func TestCrash_GETsRetriedOnAnotherInstance(t *testing.T) {
+	s := startServer(t, "")
+	s.deploy("", fakeManifest(t, "retry", "dedicated", nil, "min: 2\nmax: 2", "startup: 20s\nrequest: 20s"))
+	s.waitFor("ready", 20*time.Second, func(st *controller.Status) bool { return st.Ready == 2 }, "retry")
+	pid, _ := strconv.Atoi(strings.Split(pidsOf(t, s, "retry", 2), ",")[0])
+	const clients, each = 20, 15
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failed []reply
+	var done atomic.Int64
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				r := s.call("GET", "/models/retry/sleep?d=50ms", "")
+				done.Add(1)
+				if r.code != 200 {
+					mu.Lock()
+					failed = append(failed, r)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for done.Load() < clients*2 { // both instances busy
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if len(failed) > 0 {
+		t.Fatalf("%d of %d GETs failed after kill -9 of one instance, first: %v", len(failed), clients*each, failed[0])
+	}
+	resp, err := http.Get("http://" + s.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(b), `tandem_retries_total{model="retry"}`) || strings.Contains(string(b), `tandem_retries_total{model="retry"} 0`) {
+		t.Errorf("no retry counted in /metrics")
 	}
 }
 
