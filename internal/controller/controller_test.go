@@ -149,7 +149,9 @@ func TestController_WaitersOutliveACrash(t *testing.T) {
 	}
 	busy.Release()
 	close(release)
-	waitStatus(t, c, func(s *controller.Status) bool { return s.Restarts == 1 && strings.Contains(s.LastError, "replacing it") })
+	waitStatus(t, c, func(s *controller.Status) bool {
+		return s.Restarts == 1 && strings.Contains(s.LastError, "replacing it")
+	})
 }
 
 func waitStatus(t *testing.T, c *controller.Controller, cond func(*controller.Status) bool) *controller.Status {
