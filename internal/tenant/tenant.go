@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,8 +49,8 @@ type Key struct {
 	Tenant    string    `json:"tenant"`
 	CreatedAt time.Time `json:"created_at"`
 	// Expires is zero for a key that never expires.
-	Expires  time.Time `json:"expires,omitempty"`
-	LastUsed time.Time `json:"last_used,omitempty"`
+	Expires  time.Time `json:"expires,omitzero"`
+	LastUsed time.Time `json:"last_used,omitzero"`
 	Hash     []byte    `json:"hash"`
 }
 
@@ -58,8 +59,8 @@ type KeyInfo struct {
 	ID        string    `json:"id"`
 	Tenant    string    `json:"tenant"`
 	CreatedAt time.Time `json:"created_at"`
-	Expires   time.Time `json:"expires,omitempty"`
-	LastUsed  time.Time `json:"last_used,omitempty"`
+	Expires   time.Time `json:"expires,omitzero"`
+	LastUsed  time.Time `json:"last_used,omitzero"`
 }
 
 // Usage is what a tenant used: requests that instances took, their busy
@@ -283,7 +284,9 @@ func (t *Tenant) Validate() error {
 		errs = append(errs, fmt.Errorf("rate: %v is not a rate", t.Rate))
 	}
 	if len(errs) > 0 {
-		return problem.Wrap(errors.Join(errs...), http.StatusBadRequest, "invalid_tenant")
+		pe := problem.Wrap(errors.Join(errs...), http.StatusBadRequest, "invalid_tenant")
+		pe.Field, _, _ = strings.Cut(errs[0].Error(), ":")
+		return pe
 	}
 	return nil
 }
