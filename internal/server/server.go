@@ -138,6 +138,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	admin := api.NewServer(ctrl, m, info, log)
 	meter.Mount(admin.Handle)
+	admin.MountTenants(tenants)
 	asrv := gateway.NewHTTPServer(admin, cfg.Limits)
 	// The control API closes after the instances have stopped.
 	stack.push(func() { shutdownHTTP(asrv) })
