@@ -40,6 +40,9 @@ type Manifest struct {
 	Timeouts  Timeouts  `yaml:"timeouts" json:"timeouts"`
 	Resources Resources `yaml:"resources" json:"resources"`
 	Batching  *Batching `yaml:"batching,omitempty" json:"batching,omitempty"`
+	// OpenAI, when set, says the instances speak the OpenAI API, and the
+	// gateway's /v1/ routes send them the requests naming this model.
+	OpenAI *OpenAI `yaml:"openai,omitempty" json:"openai,omitempty"`
 }
 
 // Runtime says what program serves the model and how to reach it.
@@ -114,6 +117,26 @@ type Resources struct {
 type Batching struct {
 	MaxBatchSize int      `yaml:"max_batch_size,omitempty" json:"max_batch_size,omitempty"`
 	MaxDelay     Duration `yaml:"max_delay,omitempty" json:"max_delay,omitempty"`
+}
+
+// OpenAI marks a deployment whose instances serve the OpenAI API
+// (/v1/chat/completions, /v1/completions, /v1/embeddings): llama.cpp's
+// server, vLLM, Ollama. `openai: {}` turns it on.
+type OpenAI struct {
+	// Models are more names than the deployment's own that a request's
+	// "model" field may give to reach it (aliases such as "gpt-4o-mini"
+	// or "llama3.1:8b"). Each is unique among the deployments a server
+	// runs: a deploy that would reuse one is refused.
+	Models []string `yaml:"models,omitempty" json:"models,omitempty"`
+}
+
+// OpenAINames returns the names OpenAI clients may send to reach this
+// deployment: its own name, then its aliases; nil without an openai block.
+func (m *Manifest) OpenAINames() []string {
+	if m.OpenAI == nil {
+		return nil
+	}
+	return append([]string{m.Name}, m.OpenAI.Models...)
 }
 
 // Duration is a time.Duration written as "30s" in YAML and JSON.

@@ -345,6 +345,11 @@ func (m *Manifest) SetDefaults() {
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
+// aliasRE is what an openai.models alias may be: a model name as OpenAI,
+// Hugging Face and Ollama write them ("gpt-4o-mini",
+// "meta-llama/Llama-3.1-8B-Instruct", "llama3.1:8b").
+var aliasRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$`)
+
 // Validate reports every problem of a manifest whose defaults are set.
 func (m *Manifest) Validate() error {
 	var probs []Problem
@@ -463,6 +468,21 @@ func (m *Manifest) Validate() error {
 		}
 		if b.MaxDelay <= 0 {
 			bad("batching.max_delay", "must be positive")
+		}
+	}
+	if o := m.OpenAI; o != nil {
+		seen := map[string]bool{m.Name: true}
+		for i, a := range o.Models {
+			field := fmt.Sprintf("openai.models[%d]", i)
+			switch {
+			case !aliasRE.MatchString(a):
+				bad(field, "%q is not a model name: 1-128 characters of A-Z, a-z, 0-9 and . _ : / -, starting with a letter or digit", a)
+			case a == m.Name:
+				bad(field, "%q is the deployment's own name, which OpenAI clients may send anyway", a)
+			case seen[a]:
+				bad(field, "%q is given twice", a)
+			}
+			seen[a] = true
 		}
 	}
 	if len(probs) > 0 {

@@ -191,6 +191,12 @@ batching: {max_batch_size: 16, max_delay: 2ms}
 		{"env key with =", "name: m\nruntime: {command: [x], env: {'A=B': x}}\n", false},
 		{"batching size 0", base + "batching: {max_batch_size: 0}\n", true}, // 0 means default in both
 		{"not a mapping", "- name: m\n", false},
+		{"openai on", base + "openai: {}\n", true},
+		{"openai aliases", base + "openai: {models: [gpt-4o-mini, 'meta-llama/Llama-3.1-8B', 'llama3.1:8b', q4_0]}\n", true},
+		{"openai alias with space", base + "openai: {models: ['gpt 4']}\n", false},
+		{"openai alias twice", base + "openai: {models: [a, a]}\n", false},
+		{"openai models not a list", base + "openai: {models: a}\n", false},
+		{"openai unknown field", base + "openai: {aliases: [a]}\n", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -244,7 +250,7 @@ func resolve(t *testing.T, root, node map[string]any) map[string]any {
 // Go type decodes from, and every "default" is what SetDefaults sets.
 func TestSchema_MatchesTypes(t *testing.T) {
 	root := schemaDoc(t)
-	defaults := Manifest{Name: "m", Runtime: Runtime{Command: []string{"x"}}, Batching: &Batching{}}
+	defaults := Manifest{Name: "m", Runtime: Runtime{Command: []string{"x"}}, Batching: &Batching{}, OpenAI: &OpenAI{}}
 	defaults.SetDefaults()
 	var walk func(node map[string]any, typ reflect.Type, val reflect.Value, path string)
 	walk = func(node map[string]any, typ reflect.Type, val reflect.Value, path string) {
