@@ -83,7 +83,9 @@ func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, r *http.Re
 		return
 	}
 	lease := rt.Lease
-	h := outHeader(r)
+	// One allocation for the outgoing request's parts.
+	x := &exchange{w: w, body: r.Body}
+	h := x.outHeader(r)
 	upgrade := upgradeType(r.Header)
 	if upgrade != "" {
 		h["Connection"] = []string{"Upgrade"}
@@ -93,13 +95,12 @@ func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, r *http.Re
 	if path == "" {
 		path = modelPath(r)
 	}
-	u := url.URL{Opaque: path, RawQuery: r.URL.RawQuery, ForceQuery: r.URL.ForceQuery}
+	x.url = url.URL{Opaque: path, RawQuery: r.URL.RawQuery, ForceQuery: r.URL.ForceQuery}
 	if strings.HasPrefix(path, "//") { // Opaque would read as a host
-		u.Opaque = ""
-		u.Path, _ = url.PathUnescape(path)
-		u.RawPath = path
+		x.url.Opaque = ""
+		x.url.Path, _ = url.PathUnescape(path)
+		x.url.RawPath = path
 	}
-	x := &exchange{w: w, body: r.Body}
 	var body io.ReadCloser
 	var trailer http.Header
 	rc := http.NewResponseController(w)
@@ -119,9 +120,9 @@ func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, r *http.Re
 
 	var resp *http.Response
 	for attempt := 0; ; attempt++ {
-		out := &http.Request{
+		x.out = http.Request{
 			Method:        r.Method,
-			URL:           &u,
+			URL:           &x.url,
 			Proto:         "HTTP/1.1",
 			ProtoMajor:    1,
 			ProtoMinor:    1,
@@ -132,7 +133,7 @@ func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, r *http.Re
 			Host:          lease.Instance.Addr,
 		}
 		var err error
-		resp, err = lease.Instance.Raw.Send(ctx, out, x.relay1xx)
+		resp, err = lease.Instance.Raw.Send(ctx, &x.out, x.relay1xx)
 		if err == nil {
 			break
 		}
@@ -216,9 +217,12 @@ func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, r *http.Re
 	}
 }
 
+// forwardedProto is the X-Forwarded-Proto value; shared, never modified.
+var forwardedProto = []string{"http"}
+
 // outHeader copies r's end-to-end headers for the instance and adds the
 // X-Forwarded-* headers.
-func outHeader(r *http.Request) http.Header {
+func (x *exchange) outHeader(r *http.Request) http.Header {
 	conn := r.Header["Connection"]
 	h := make(http.Header, len(r.Header)+3)
 	for k, v := range r.Header {
@@ -240,9 +244,10 @@ func outHeader(r *http.Request) http.Header {
 	if prior := r.Header["X-Forwarded-For"]; len(prior) > 0 {
 		host = strings.Join(prior, ", ") + ", " + host
 	}
-	h["X-Forwarded-For"] = []string{host}
-	h["X-Forwarded-Host"] = []string{r.Host}
-	h["X-Forwarded-Proto"] = []string{"http"}
+	x.xff[0], x.xfh[0] = host, r.Host
+	h["X-Forwarded-For"] = x.xff[:]
+	h["X-Forwarded-Host"] = x.xfh[:]
+	h["X-Forwarded-Proto"] = forwardedProto
 	return h
 }
 
@@ -290,15 +295,18 @@ func isAnnounced(keys []string, k string) bool {
 	return false
 }
 
-// exchange is the state of one forwarded request: it reads the client's
-// body for the outgoing request, counting what it took, and relays interim
-// answers.
+// exchange is the state of one forwarded request: the outgoing request
+// (one allocation for all its parts); it reads the client's body for it,
+// counting what it took, and relays interim answers.
 type exchange struct {
-	w    http.ResponseWriter
-	body io.ReadCloser
-	read int64 // bytes of the client's body read so far
-	err  error // the error reading the client's body, other than EOF
-	sent bool  // the client received something (an interim answer)
+	out      http.Request
+	url      url.URL
+	xff, xfh [1]string
+	w        http.ResponseWriter
+	body     io.ReadCloser
+	read     int64 // bytes of the client's body read so far
+	err      error // the error reading the client's body, other than EOF
+	sent     bool  // the client received something (an interim answer)
 }
 
 // Read reads the client's body.

@@ -453,3 +453,36 @@ func TestForward_RetryOnCrash(t *testing.T) {
 		t.Fatalf("%d requests failed after a crash", failed.Load())
 	}
 }
+
+// BenchmarkForward measures a warm GET through the gateway (client,
+// gateway and instance in this process, loopback): ns/op and allocs/op of
+// the whole exchange, of which forward is the part this package owns.
+// Compare with BenchmarkForward_Direct for the cost of the hop.
+func BenchmarkForward(b *testing.B) {
+	hs := newHarness(b, instanceHandler(), 1, 10*time.Second)
+	benchGet(b, hs.URL+"/models/m/tok?x")
+}
+
+// BenchmarkForward_Direct is BenchmarkForward's client straight to an
+// instance: its figures are what the gateway adds to.
+func BenchmarkForward_Direct(b *testing.B) {
+	srv := httptest.NewServer(instanceHandler())
+	defer srv.Close()
+	benchGet(b, srv.URL+"/tok?x")
+}
+
+func benchGet(b *testing.B, url string) {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	defer client.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", url, nil)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		resp, err := client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+}

@@ -21,6 +21,13 @@ const DefaultIdleTimeout = 90 * time.Second
 // maxIdle bounds the pooled connections per instance.
 const maxIdle = 1024
 
+// peekAfter is how long a connection must have been idle before get looks
+// whether the instance closed it: an instance's keep-alive timeout is
+// seconds, and the look is a system call (a few microseconds on a busy VM)
+// that a connection reused at once does not need. An instance that dies
+// under load is met by forward's retry instead.
+const peekAfter = time.Second
+
 // max1xx bounds the interim answers read before the final one, as
 // http.Transport does, so a broken instance cannot keep a request forever.
 const max1xx = 10
@@ -34,9 +41,9 @@ const max1xx = 10
 // Interim (1xx) answers are read past, never taken as final; 101 Switching
 // Protocols is final and hands the connection to the caller (see Upgraded).
 // A connection goes back to the pool only when its answer was read to the
-// end and neither side asked to close it; a pooled one is checked, without
-// blocking, for a close by the instance before it is used again, and closed
-// after IdleTimeout unused. It does not send Expect: 100-continue (a proxy
+// end and neither side asked to close it; a pooled one idle for a second or
+// more is checked, without blocking, for a close by the instance before it
+// is used again, and one unused for IdleTimeout is closed. It does not send Expect: 100-continue (a proxy
 // answers that itself, as nginx does) or HTTP/2.
 //
 // The zero value is ready for Addr. It is safe for concurrent use.
@@ -103,7 +110,8 @@ func (t *RawTransport) get(ctx context.Context) (*rawConn, bool, error) {
 		t.idle[n-1] = nil
 		t.idle = t.idle[:n-1]
 		t.mu.Unlock()
-		if time.Since(pc.idleAt) < t.idleTimeout() && pc.alive() {
+		idle := time.Since(pc.idleAt)
+		if idle < t.idleTimeout() && (idle < peekAfter && pc.br.Buffered() == 0 || pc.alive()) {
 			return pc, true, nil
 		}
 		pc.c.Close()

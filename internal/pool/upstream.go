@@ -18,8 +18,16 @@ const exitNewsWait = 2 * time.Second
 
 // UpstreamError explains a failed call to an instance: it died (502, with
 // how), it did not answer in time (504), or it could not be reached (502).
+//
+// It waits up to exitNewsWait for news of the instance's exit only when the
+// call failed by itself: a call that ctx ended (the client left, or
+// timeouts.request) is answered at once, so its slot is not held longer.
 func UpstreamError(ctx context.Context, model string, in *Instance, err error) *problem.Error {
-	if e, ok := in.Exited(exitNewsWait); ok {
+	wait := exitNewsWait
+	if ctx.Err() != nil {
+		wait = 0
+	}
+	if e, ok := in.Exited(wait); ok {
 		pe := problem.New(http.StatusBadGateway, "instance_died",
 			fmt.Sprintf("model %q: instance %s died while serving the request (%s); see `tandem logs %s`", model, in.ID, e, model))
 		if e.OOM {
