@@ -77,6 +77,7 @@ type Controller struct {
 	deps map[string]*Deployment
 	// snap is the gateway's routing table: read per request without locks.
 	snap atomic.Pointer[map[string]*Deployment]
+	oai  atomic.Pointer[openaiIndex] // the OpenAI names in snap (openai.go)
 
 	done     chan struct{} // closed by Shutdown: background loops end
 	doneOnce sync.Once
@@ -252,12 +253,16 @@ func (c *Controller) Apply(ctx context.Context, m *manifest.Manifest) (Result, e
 				fmt.Sprintf("model %q runs on backend %s; delete it before deploying it on %s", m.Name, d.backendName(), beName)).WithField("backend")
 		}
 	}
+	if err := c.openaiClash(m); err != nil {
+		return "", err
+	}
 	if err := c.cfg.Store.Put(rec); err != nil {
 		return "", fmt.Errorf("saving deployment: %w", err)
 	}
 	if exists {
 		d.follow.Store(false) // this process was asked: it applies the objects
 		d.update(rec)
+		c.publish() // the openai block may have changed
 		return Updated, nil
 	}
 	d = c.newDeployment(rec, be, rb)
@@ -325,6 +330,7 @@ func (c *Controller) publish() {
 		m[k] = v
 	}
 	c.snap.Store(&m)
+	c.oai.Store(buildOpenAI(m, c.log))
 }
 
 // Lookup returns a deployment by name without locking (request path).

@@ -227,6 +227,7 @@ func (c *Controller) mergeCatalog(rb backend.ReplicaBackend, recs map[string]str
 			}
 			d.follow.Store(true)
 			d.update(&rec)
+			c.publish()
 		}
 	}
 	for name, d := range c.deps {
