@@ -14,6 +14,7 @@
 //	GET  /stream?n=3&d=10ms writes n lines, flushing each, d apart
 //	GET  /alloc?mb=64       allocates and touches mb MiB, then answers
 //	GET  /pid               answers the process id
+//	ANY  /log?msg=TEXT      writes TEXT as a line to standard output (tandem logs)
 //	POST /crash             exits at once with code 2
 //
 // Every answer carries X-Instance-Pid so tests can tell instances apart.
@@ -101,6 +102,10 @@ func main() {
 		fmt.Fprintf(w, "allocated %d MiB\n", mb)
 	})
 	mux.HandleFunc("/pid", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, pid) })
+	mux.HandleFunc("/log", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(os.Stdout, r.URL.Query().Get("msg"))
+		io.WriteString(w, "logged\n")
+	})
 	mux.HandleFunc("/crash", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(os.Stderr, "fakemodel: crashing as asked")
 		os.Exit(2)

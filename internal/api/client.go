@@ -121,6 +121,17 @@ func (c *Client) Logs(ctx context.Context, name string, tail int, w io.Writer) e
 	return c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/deployments/%s/logs?tail=%d", url.PathEscape(name), tail), nil, w)
 }
 
+// FollowLogs copies a deployment's logs to w, then what its instances write
+// as they write it, until ctx ends (then it returns nil) or the server ends
+// the stream (the deployment was deleted, or tandem stopped).
+func (c *Client) FollowLogs(ctx context.Context, name string, tail int, w io.Writer) error {
+	err := c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/deployments/%s/logs?tail=%d&follow=1", url.PathEscape(name), tail), nil, w)
+	if err != nil && ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
 // Info returns the server's addresses.
 func (c *Client) Info(ctx context.Context) (*Info, error) {
 	var out Info

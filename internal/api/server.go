@@ -50,11 +50,14 @@ type Server struct {
 	info Info
 	log  *slog.Logger
 	mux  *http.ServeMux
+	// followers holds a token per open log stream (logs?follow=1).
+	followers chan struct{}
 }
 
 // NewServer returns the admin handler.
 func NewServer(c *controller.Controller, m *metrics.Metrics, info Info, log *slog.Logger) *Server {
-	s := &Server{c: c, info: info, log: log.With("component", "api"), mux: http.NewServeMux()}
+	s := &Server{c: c, info: info, log: log.With("component", "api"), mux: http.NewServeMux(),
+		followers: make(chan struct{}, maxFollowers)}
 	s.mux.HandleFunc("GET /v1/info", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, s.info) })
 	s.mux.HandleFunc("GET /v1/deployments", s.list)
 	s.mux.HandleFunc("POST /v1/deployments", s.deploy)
@@ -149,9 +152,21 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 		}
 		tail = n
 	}
+	follow := false
+	if v := r.URL.Query().Get("follow"); v != "" {
+		var err error
+		if follow, err = strconv.ParseBool(v); err != nil {
+			problem.Write(w, problem.New(http.StatusBadRequest, "invalid_query", "follow must be true or false").WithField("follow"))
+			return
+		}
+	}
 	name := r.PathValue("name")
 	if _, ok := s.c.Lookup(name); !ok {
 		problem.Write(w, problem.New(http.StatusNotFound, "model_not_found", "model "+strconv.Quote(name)+" is not deployed"))
+		return
+	}
+	if follow {
+		s.followLogs(w, r, name, tail)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

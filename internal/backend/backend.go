@@ -140,6 +140,18 @@ type LogReader interface {
 	Logs(ctx context.Context, deployment string, tail int, w io.Writer) error
 }
 
+// LogFollower is implemented by backends that can stream instance output
+// as it is written (tandem logs -f).
+type LogFollower interface {
+	// FollowLogs writes what LogReader.Logs writes, then each line the
+	// deployment's instances write afterwards, instances started later
+	// included, calling flush (never nil) after each batch so that the lines
+	// reach a remote reader. It blocks until ctx ends and then returns nil;
+	// it returns early, with nil, when writing to w fails. Safe to call
+	// concurrently with everything else, and by many followers at once.
+	FollowLogs(ctx context.Context, deployment string, tail int, w io.Writer, flush func()) error
+}
+
 // Sentinel errors callers branch on.
 var (
 	ErrNotFound = errors.New("instance not found")

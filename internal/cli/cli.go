@@ -14,14 +14,20 @@ import (
 // Version is set at build time with -ldflags "-X tandem/internal/cli.Version=...".
 var Version = "dev"
 
-// Execute runs the command line and returns the exit code.
+// Execute runs the command line and returns the exit code: 2 for a usage
+// error (with a pointer to --help), 1 for a runtime error (see ExitCode).
 func Execute() int {
 	root := NewRoot()
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
-		return 1
+	cmd, err := root.ExecuteC()
+	if err == nil {
+		return ExitOK
 	}
-	return 0
+	fmt.Fprintln(os.Stderr, "error:", err)
+	code := ExitCode(err)
+	if code == ExitUsage && cmd != nil {
+		fmt.Fprintf(os.Stderr, "See '%s --help' for usage.\n", cmd.CommandPath())
+	}
+	return code
 }
 
 // Extra commands mounted under the root (for example `tandem runtime`).
@@ -44,6 +50,7 @@ func NewRoot() *cobra.Command {
 	for _, f := range extra {
 		root.AddCommand(f())
 	}
+	markRunErrors(root)
 	return root
 }
 

@@ -19,10 +19,14 @@ import (
 
 func deployCmd() *cobra.Command {
 	var file string
+	var out *Output
 	cmd := &cobra.Command{
 		Use:   "deploy -f FILE",
 		Short: "Create or update a deployment from a manifest",
-		Args:  cobra.NoArgs,
+		Example: `  tandem deploy -f examples/echo.yaml
+  cat model.yaml | tandem deploy -f -
+  tandem deploy -f model.yaml -o json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var data []byte
 			var err error
@@ -43,66 +47,84 @@ func deployCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s %s (revision %s, %s, %s backend)\n",
-				res.Status.Name, res.Result, res.Status.Revision, res.Status.Mode, res.Status.Backend)
-			return nil
+			return out.Print(cmd.OutOrStdout(), res, func(w io.Writer, _ bool) error {
+				_, err := fmt.Fprintf(w, "%s %s (revision %s, %s, %s backend)\n",
+					res.Status.Name, res.Result, res.Status.Revision, res.Status.Mode, res.Status.Backend)
+				return err
+			})
 		},
 	}
+	out = addOutput(cmd, false)
 	cmd.Flags().StringVarP(&file, "file", "f", "", "manifest file (YAML), or - for standard input")
 	cmd.MarkFlagRequired("file")
 	return cmd
 }
 
 func lsCmd() *cobra.Command {
-	var asJSON bool
+	var out *Output
 	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List deployments",
-		Args:    cobra.NoArgs,
+		Example: `  tandem ls
+  tandem ls -o wide
+  tandem ls -o json | jq -r '.[].name'`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			list, err := client(cmd).List(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), list)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tMODE\tBACKEND\tREADY\tDESIRED\tIN-FLIGHT\tQUEUED\tRESTARTS")
-			for _, s := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", s.Name, s.Mode, s.Backend, s.Ready, s.Desired, s.InFlight, s.Queued, s.Restarts)
-			}
-			return tw.Flush()
+			return out.Print(cmd.OutOrStdout(), list, func(w io.Writer, wide bool) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				head := "NAME\tMODE\tBACKEND\tREADY\tDESIRED\tIN-FLIGHT\tQUEUED\tRESTARTS"
+				if wide {
+					head += "\tSTARTING\tDRAINING\tREVISION\tAGE\tLAST ERROR"
+				}
+				fmt.Fprintln(tw, head)
+				for _, s := range list {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d", s.Name, s.Mode, s.Backend, s.Ready, s.Desired, s.InFlight, s.Queued, s.Restarts)
+					if wide {
+						fmt.Fprintf(tw, "\t%d\t%d\t%s\t%s\t%s", s.Starting, s.Draining, s.Revision, sinceText(s.CreatedAt), cell(s.LastError))
+					}
+					fmt.Fprintln(tw)
+				}
+				return tw.Flush()
+			})
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	out = addOutput(cmd, true)
 	return cmd
 }
 
 func statusCmd() *cobra.Command {
-	var asJSON bool
+	var out *Output
 	cmd := &cobra.Command{
 		Use:   "status NAME",
 		Short: "Show a deployment's instances, scaling state and last error",
-		Args:  cobra.ExactArgs(1),
+		Example: `  tandem status echo
+  tandem status echo -o wide
+  tandem status echo -o yaml`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeDeployments,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := client(cmd).Status(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), s)
-			}
-			printStatus(cmd.OutOrStdout(), s)
-			return nil
+			return out.Print(cmd.OutOrStdout(), s, func(w io.Writer, wide bool) error {
+				printStatus(w, s, wide)
+				return nil
+			})
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	out = addOutput(cmd, true)
 	return cmd
 }
 
-func printStatus(w io.Writer, s *controller.Status) {
+// printStatus describes a deployment; wide adds the instances' revision,
+// readiness and containment.
+func printStatus(w io.Writer, s *controller.Status, wide bool) {
 	fmt.Fprintf(w, "Name:      %s\nMode:      %s\nBackend:   %s\nRevision:  %s\n", s.Name, s.Mode, s.Backend, s.Revision)
 	fmt.Fprintf(w, "Instances: %d ready, %d starting, %d draining (desired %d)\n", s.Ready, s.Starting, s.Draining, s.Desired)
 	fmt.Fprintf(w, "Requests:  %d in flight, %d queued\n", s.InFlight, s.Queued)
@@ -123,13 +145,25 @@ func printStatus(w io.Writer, s *controller.Status) {
 	}
 	if len(s.Instances) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "\nINSTANCE\tSTATE\tADDR\tIN-FLIGHT\tAGE")
+		head := "\nINSTANCE\tSTATE\tADDR\tIN-FLIGHT\tAGE"
+		if wide {
+			head += "\tREVISION\tREADY AFTER\tCONTAINMENT"
+		}
+		fmt.Fprintln(tw, head)
 		for _, in := range s.Instances {
 			age := "-"
 			if in.StartedAt != nil {
 				age = time.Since(*in.StartedAt).Round(time.Second).String()
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", in.ID, in.State, in.Addr, in.InFlight, age)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s", in.ID, in.State, in.Addr, in.InFlight, age)
+			if wide {
+				ready := "-"
+				if in.StartedAt != nil && in.ReadyAt != nil {
+					ready = in.ReadyAt.Sub(*in.StartedAt).Round(time.Millisecond).String()
+				}
+				fmt.Fprintf(tw, "\t%s\t%s\t%s", in.Revision, ready, cell(in.Containment))
+			}
+			fmt.Fprintln(tw)
 		}
 		tw.Flush()
 	}
@@ -137,9 +171,11 @@ func printStatus(w io.Writer, s *controller.Status) {
 
 func deleteCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "delete NAME",
-		Short: "Stop every instance of a deployment and remove it",
-		Args:  cobra.ExactArgs(1),
+		Use:               "delete NAME",
+		Short:             "Stop every instance of a deployment and remove it",
+		Example:           "  tandem delete echo",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeDeployments,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := client(cmd).Delete(cmd.Context(), args[0]); err != nil {
 				return err
@@ -152,15 +188,30 @@ func deleteCmd() *cobra.Command {
 
 func logsCmd() *cobra.Command {
 	var tail int
+	var follow bool
 	cmd := &cobra.Command{
 		Use:   "logs NAME",
 		Short: "Show the output of a deployment's instances",
-		Args:  cobra.ExactArgs(1),
+		Long: `Show the output of a deployment's instances, each line prefixed with its
+instance's id. With -f the command keeps printing what instances write
+(instances started later included) until it is interrupted or the deployment
+is deleted.`,
+		Example: `  tandem logs echo
+  tandem logs echo --tail 20
+  tandem logs -f echo`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeDeployments,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if follow {
+				return client(cmd).FollowLogs(cmd.Context(), args[0], tail, cmd.OutOrStdout())
+			}
 			return client(cmd).Logs(cmd.Context(), args[0], tail, cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().IntVarP(&tail, "tail", "n", 200, "lines per instance (0 for all)")
+	// -n is kubectl's --namespace; kubectl's --tail has no short form.
+	cmd.Flags().Lookup("tail").ShorthandDeprecated = "use --tail (-n will mean --namespace, as in kubectl and tandem export)"
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output until interrupted or the deployment is deleted")
 	return cmd
 }
 
@@ -172,7 +223,11 @@ func invokeCmd() *cobra.Command {
 		Use:   "invoke NAME [PATH]",
 		Short: "Call a model through the gateway",
 		Long:  "Call a model through the gateway. --data takes JSON inline or @file (@- for standard input).",
-		Args:  cobra.RangeArgs(1, 2),
+		Example: `  tandem invoke echo /echo
+  tandem invoke echo /predict -d '{"x": [1, 2]}'
+  tandem invoke echo /predict -d @request.json -H 'X-Trace: 1' -v`,
+		Args:              cobra.RangeArgs(1, 2),
+		ValidArgsFunction: completeDeployments,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path := "/"
 			if len(args) == 2 {

@@ -34,6 +34,7 @@ func init() {
 	problem.Register(store.ErrNotFound, http.StatusNotFound, "model_not_found", 0)
 	problem.Register(manifest.ErrInvalid, http.StatusBadRequest, "invalid_manifest", 0)
 	problem.Register(ErrBackendUnavailable, http.StatusBadRequest, "backend_unavailable", 0)
+	problem.Register(ErrCannotFollow, http.StatusNotImplemented, "cannot_follow", 0)
 }
 
 // ErrBackendUnavailable means a manifest names a backend this server lacks.
@@ -386,6 +387,43 @@ func (c *Controller) Logs(ctx context.Context, name string, tail int, w io.Write
 		return fmt.Errorf("backend %s keeps no logs", d.backendName())
 	}
 	return lr.Logs(ctx, name, tail, w)
+}
+
+// ErrCannotFollow says a deployment's backend cannot stream its logs.
+var ErrCannotFollow = errors.New("backend cannot follow logs")
+
+// FollowLogs writes a deployment's logs like Logs, then its instances'
+// output as they write it (see backend.LogFollower), until ctx ends, the
+// deployment is deleted or tandem stops. It blocks; flush is called after
+// each batch of lines.
+func (c *Controller) FollowLogs(ctx context.Context, name string, tail int, w io.Writer, flush func()) error {
+	d, ok := c.Lookup(name)
+	if !ok {
+		return fmt.Errorf("model %q: %w", name, ErrNotFound)
+	}
+	var lf backend.LogFollower
+	if d.be != nil {
+		lf, _ = d.be.(backend.LogFollower)
+	} else {
+		lf, _ = d.rb.(backend.LogFollower)
+	}
+	if lf == nil {
+		return fmt.Errorf("%s: %w", d.backendName(), ErrCannotFollow)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The deployment's loop ends when it is deleted or tandem stops; this
+	// goroutine ends with the follow either way.
+	go func() {
+		select {
+		case <-d.ended:
+			cancel()
+		case <-c.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return lf.FollowLogs(ctx, name, tail, w, flush)
 }
 
 // Gauges implements metrics.GaugeSource.

@@ -64,8 +64,9 @@ type Backend struct {
 }
 
 var (
-	_ backend.Backend   = (*Backend)(nil)
-	_ backend.LogReader = (*Backend)(nil)
+	_ backend.Backend     = (*Backend)(nil)
+	_ backend.LogReader   = (*Backend)(nil)
+	_ backend.LogFollower = (*Backend)(nil)
 )
 
 // instance is one tracked process. The fields from exited on are guarded
