@@ -60,7 +60,7 @@ func (p *Pool) Do(ctx context.Context, req *http.Request) (resp *http.Response, 
 	out.URL.Host = lease.Instance.Addr
 	out.Host = ""
 	out.RequestURI = ""
-	resp, err = lease.Instance.Transport.RoundTrip(out)
+	resp, err = lease.Instance.Raw.RoundTrip(out)
 	if err != nil {
 		lease.Release()
 		return nil, lease.ColdStart, UpstreamError(ctx, p.cfg.Load().Name, lease.Instance, err)
