@@ -61,6 +61,13 @@ type Config struct {
 	// Auth is the gateway's authentication: AuthNone or AuthKeys (every
 	// request needs a tenant's API key).
 	Auth string
+	// AdminToken is the control API's bearer token; "" means none, and
+	// then the control API must listen on loopback. AdminTokenFile, when
+	// set, is a file holding it instead (see docs/security.md).
+	AdminToken, AdminTokenFile string
+	// TLSCert and TLSKey (PEM files), when set, make the gateway, gRPC and
+	// control API listeners serve TLS.
+	TLSCert, TLSKey string
 	// Limits bound what clients may send to both listeners.
 	Limits  gateway.Limits
 	Version string
@@ -74,6 +81,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	sec, err := openSecurity(cfg, log)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
@@ -86,6 +97,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	stack.push(func() { st.Close() })
+	audit, err := openAudit(dataDir, &stack)
+	if err != nil {
+		return err
+	}
 
 	meter, err := openMeter(dataDir, cfg.Prices, log, &stack)
 	if err != nil {
@@ -132,14 +147,15 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 	}
 
-	info := api.Info{Gateway: gl.Addr().String(), Version: cfg.Version}
+	gl, al, grpcL = sec.listener(gl, "http/1.1"), sec.listener(al, "http/1.1"), sec.listener(grpcL, "h2")
+	info := api.Info{Gateway: gl.Addr().String(), Version: cfg.Version, TLS: sec.tls != nil}
 	if grpcL != nil {
 		info.GRPC = grpcL.Addr().String()
 	}
 	admin := api.NewServer(ctrl, m, info, log)
 	meter.Mount(admin.Handle)
 	admin.MountTenants(tenants)
-	asrv := gateway.NewHTTPServer(admin, cfg.Limits)
+	asrv := gateway.NewHTTPServer(api.Protect(admin, api.Access{Token: sec.token, Audit: audit, Logger: log}), cfg.Limits)
 	// The control API closes after the instances have stopped.
 	stack.push(func() { shutdownHTTP(asrv) })
 
@@ -174,6 +190,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		Logger: log.With("component", "v2"), Front: gw})
 	gw.Handle("/v2", v2.Handler())
 	gw.Handle("/v2/", v2.Handler())
+	gw.MountOpenAI(m.Registry) // /v1/: the OpenAI-compatible door
 	gsrv := gateway.NewHTTPServer(gw, cfg.Limits)
 
 	errc := make(chan error, 3)
@@ -188,7 +205,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 	names := append(slices.Sorted(mapsKeys(backends)), slices.Sorted(mapsKeys(replicas))...)
 	log.Info("tandem serving", "gateway", info.Gateway, "admin", al.Addr().String(), "grpc", info.GRPC,
-		"data_dir", dataDir, "backends", strings.Join(names, ","), "deployments", len(ctrl.Names()))
+		"tls", info.TLS, "admin_auth", sec.adminAuth(), "data_dir", dataDir, "backends", strings.Join(names, ","), "deployments", len(ctrl.Names()))
 	select {
 	case <-ctx.Done():
 		return nil
