@@ -14,7 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON=/usr/bin/python3 # Debian's interpreter; the first python3 on PATH may lack its packages.
 
 # Steps run in this order when none are named.
-STEPS=(packages model onnxruntime grpcurl chromium docker cluster)
+STEPS=(packages model onnxruntime grpcurl openai chromium docker cluster)
 
 log() { printf 'setup: %s\n' "$*"; }
 die() {
@@ -117,6 +117,24 @@ step_grpcurl() {
 	quiet env GOBIN="$ROOT/.cache/bin" go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION" ||
 		die "go install grpcurl@$GRPCURL_VERSION failed (is the Go module proxy reachable?)"
 	log "grpcurl: installed $bin ($GRPCURL_VERSION)"
+}
+
+# openai: the official openai npm client (pinned in internal/e2e/testdata/openai/package-lock.json) into .cache/npm/openai, for the test that calls tandem's OpenAI-compatible routes with it.
+step_openai() {
+	local src="$ROOT/internal/e2e/testdata/openai" dest="$ROOT/.cache/npm/openai"
+	if [[ -f $dest/node_modules/openai/package.json ]] && cmp -s "$src/package-lock.json" "$dest/package-lock.json"; then
+		log "openai: ok ($dest)"
+		return 0
+	fi
+	command -v npm >/dev/null || apt_install nodejs npm
+	mkdir -p "$dest"
+	# Keep the cache folder out of git without touching the repository's .gitignore.
+	[[ -f $ROOT/.cache/.gitignore ]] || printf '*\n' >"$ROOT/.cache/.gitignore"
+	cp "$src/package.json" "$src/package-lock.json" "$dest/"
+	# npm ci installs exactly what the lockfile says and checks its integrity hashes.
+	quiet npm ci --prefix "$dest" --no-audit --no-fund --ignore-scripts ||
+		die "npm ci of the openai client failed (is the npm registry reachable?)"
+	log "openai: installed $dest/node_modules/openai ($(node -p "require('$dest/node_modules/openai/package.json').version"))"
 }
 
 # chromium: Debian's headless Chromium, for the test that opens tandem bench's HTML report.
