@@ -155,6 +155,9 @@ Patterns: constant (evenly spaced), steps (rate/4 up to rate in four steps),
 burst (each quarter's requests in its first tenth), sporadic (Poisson arrivals:
 long idle gaps at low rates), sine (a day compressed into --duration), trace
 (a CSV file of seconds[,path[,payload]]).`,
+		Example: `  tandem bench -f model.yaml --pattern sporadic --rate 0.05 --duration 3m
+  tandem bench -f model.yaml --trace requests.csv --json report.json --html report.html
+  tandem bench -f model.yaml --pattern burst --rate 20 --dry-run --save-trace burst.csv`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, tr, spec, modes, prices, target, err := o.load(cmd)

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -27,10 +26,12 @@ for teams that keep their cluster in Git. The objects come from the same code
 the backend applies; nothing is sent to a cluster. The Deployment has no
 spec.replicas: tandem sets the count through the scale subresource, and
 kubectl apply then leaves it alone.`,
+		Example: `  tandem export --kubernetes -f model.yaml
+  tandem export --kubernetes -f model.yaml -n models | kubectl apply -f -`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !asKubernetes {
-				return errors.New("give the target format: --kubernetes")
+				return usageErrorf("give the target format: --kubernetes")
 			}
 			m, err := manifest.Load(file)
 			if err != nil {

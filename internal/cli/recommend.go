@@ -40,6 +40,9 @@ the steady request rate at which serverless and dedicated cost the same.
 
 --autoscale-interval should be the interval the server runs with (tandem
 serve's default is 1s).`,
+		Example: `  tandem recommend -f model.yaml --pattern sporadic --rate 0.05 --duration 1h --slo p99=300ms
+  tandem recommend -f model.yaml --trace requests.csv --cold-start 2s --service-time 40ms
+  tandem recommend -f model.yaml --trace requests.csv --timings-from report.json --json -`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, tr, _, modes, prices, target, err := o.load(cmd)

@@ -20,7 +20,10 @@ func serveCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the gateway, the control API and the autoscaler",
-		Args:  cobra.NoArgs,
+		Example: `  tandem serve
+  tandem serve --listen 0.0.0.0:8080 --auth keys --data-dir /var/lib/tandem
+  tandem serve --backend docker --log-level debug`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {

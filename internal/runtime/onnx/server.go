@@ -70,6 +70,8 @@ runtime.onnx; it can also be run by hand.
 ONNX Runtime's shared library is taken from $` + EnvLibrary + `, else from
 ` + LibraryRelPath + ` (put there by scripts/fetch-onnxruntime.sh) under
 the binary's folder, the working directory, or one of their parents.`,
+		Example: `  PORT=9000 tandem runtime onnx --model iris.onnx --name iris
+  curl -d @request.json localhost:9000/v2/models/iris/infer`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, os.Interrupt)
