@@ -30,18 +30,30 @@ func Build(t testing.TB, pkg string) string {
 		return p
 	}
 	if dir == "" {
-		d, err := os.MkdirTemp("", "tandem-testbin-")
-		if err != nil {
+		// Under the repository's .cache, not /tmp: a test run leaves no
+		// folder of its own behind.
+		dir = filepath.Join(RepoRoot(t), ".cache", "testbin")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		dir = d
 	}
 	out := filepath.Join(dir, filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-o", out, pkg)
+	// Test binaries of several packages build at once: each writes its own
+	// file and renames it into place, so none runs a half-written one.
+	tmp, err := os.CreateTemp(dir, filepath.Base(pkg)+".*.tmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	cmd := exec.Command("go", "build", "-o", tmp.Name(), pkg)
 	cmd.Dir = RepoRoot(t)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED="+cgo())
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building %s: %v\n%s", pkg, err, b)
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		t.Fatal(err)
 	}
 	built[pkg] = out
 	return out
