@@ -3,8 +3,11 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -16,9 +19,14 @@ var Version = "dev"
 
 // Execute runs the command line and returns the exit code: 2 for a usage
 // error (with a pointer to --help), 1 for a runtime error (see ExitCode).
+// An interrupt cancels the command's context (logs -f then ends cleanly);
+// a second one kills as usual, for commands that do not watch it.
 func Execute() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	context.AfterFunc(ctx, stop)
 	root := NewRoot()
-	cmd, err := root.ExecuteC()
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return ExitOK
 	}
@@ -46,6 +54,7 @@ func NewRoot() *cobra.Command {
 		Version:       Version,
 	}
 	root.PersistentFlags().String("admin", envOr("TANDEM_ADMIN", "127.0.0.1:8081"), "control API address (env TANDEM_ADMIN)")
+	addClientFlags(root.PersistentFlags())
 	root.AddCommand(serveCmd(), deployCmd(), lsCmd(), statusCmd(), deleteCmd(), logsCmd(), invokeCmd(), runtimeCmd())
 	for _, f := range extra {
 		root.AddCommand(f())
@@ -55,8 +64,7 @@ func NewRoot() *cobra.Command {
 }
 
 func client(cmd *cobra.Command) *api.Client {
-	addr, _ := cmd.Flags().GetString("admin")
-	return api.NewClient(addr)
+	return adminClient(cmd)
 }
 
 func envOr(k, def string) string {

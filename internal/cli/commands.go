@@ -253,6 +253,9 @@ func invokeCmd() *cobra.Command {
 					return err
 				}
 				gw = info.Gateway
+				if info.TLS {
+					gw = "https://" + gw
+				}
 			}
 			if !strings.Contains(gw, "://") {
 				gw = "http://" + gw
@@ -272,7 +275,7 @@ func invokeCmd() *cobra.Command {
 				req.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
 			}
 			start := time.Now()
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := gatewayClient(cmd).Do(req)
 			if err != nil {
 				return fmt.Errorf("cannot reach the gateway at %s: %w", gw, err)
 			}

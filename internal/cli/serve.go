@@ -35,6 +35,7 @@ func serveCmd() *cobra.Command {
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			cfg.GRPCRequired = cmd.Flags().Changed("grpc-listen")
 			cfg.Version = Version
+			cfg.AdminToken = server.TokenFromEnv()
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return server.Run(ctx, cfg)
@@ -44,6 +45,9 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "gateway address")
 	f.StringVar(&cfg.AdminListen, "admin-listen", "127.0.0.1:8081", "control API and /metrics address")
 	f.StringVar(&cfg.GRPCListen, "grpc-listen", "127.0.0.1:8082", "Open Inference Protocol v2 gRPC address (empty: off)")
+	f.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "file holding the control API's bearer token (or $TANDEM_ADMIN_TOKEN); without a token the control API listens on loopback only")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate (PEM) for the gateway, gRPC and control API listeners; with --tls-key")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS private key (PEM) for --tls-cert")
 	f.StringVar(&cfg.DataDir, "data-dir", "./.tandem", "where deployments, logs and instance state live")
 	f.StringVar(&cfg.Backend, "backend", "process", "default backend for manifests that name none")
 	f.StringVar(&cfg.Auth, "auth", server.AuthNone, "gateway authentication: none, or keys (every request needs a tenant's API key; see tandem tenant, tandem key)")
