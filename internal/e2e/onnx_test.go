@@ -99,8 +99,12 @@ func TestONNX_V2FromZero(t *testing.T) {
 			if !strings.Contains(r.body, `"inputs":[{"name":"input","datatype":"FP32"`) {
 				t.Fatalf("model metadata: %s", r.body)
 			}
-			if r := s.call("GET", "/v2/models/"+m.name+"/ready", ""); r.code == 200 {
+			// Not ready is an answer, not an error: 200 {"name", "ready": false}.
+			if r := s.call("GET", "/v2/models/"+m.name+"/ready", ""); r.code != 200 || strings.TrimSpace(r.body) != `{"name":"`+m.name+`","ready":false}` {
 				t.Fatalf("model ready while scaled to zero: %v", r)
+			}
+			if r := s.call("GET", "/v2", ""); !strings.Contains(r.body, `"extensions":["binary_tensor_data"]`) {
+				t.Errorf("server metadata: %v", r)
 			}
 			cold()
 			// Bad requests are refused at the front door, naming the problem.
@@ -117,6 +121,12 @@ func TestONNX_V2FromZero(t *testing.T) {
 				r := s.call("POST", "/v2/models/"+m.name+"/infer", b.body)
 				if r.code != 400 || !strings.Contains(strings.ToLower(r.body), strings.ToLower(b.want)) {
 					t.Errorf("%s: %v, want 400 naming %q", b.what, r, b.want)
+				}
+				// The protocol's error object: one string.
+				var e map[string]any
+				err := json.Unmarshal([]byte(r.body), &e)
+				if msg, ok := e["error"].(string); err != nil || len(e) != 1 || !ok || msg == "" {
+					t.Errorf("%s: %s is not {\"error\": \"message\"}", b.what, r.body)
 				}
 			}
 			big := `{"inputs":[{"name":"input","datatype":"FP32","shape":[1,4],"data":[` + strings.Repeat("1,", 5<<20) + `1]}]}`
@@ -183,7 +193,7 @@ func TestONNX_V2FromZero(t *testing.T) {
 				t.Fatalf("gRPC labels %v, sklearn says %v", got, td.Labels)
 			}
 			s.waitFor("ready", 10*time.Second, func(st *controller.Status) bool { return st.Ready == 1 }, m.name)
-			if r := s.call("GET", "/v2/models/"+m.name+"/ready", ""); r.code != 200 {
+			if r := s.call("GET", "/v2/models/"+m.name+"/ready", ""); r.code != 200 || strings.TrimSpace(r.body) != `{"name":"`+m.name+`","ready":true}` {
 				t.Fatalf("model ready once warm: %v", r)
 			}
 		})
