@@ -335,3 +335,61 @@ func BenchmarkProtect(b *testing.B) {
 		})
 	}
 }
+
+// FuzzProtect holds the checks' promises for any Host, Origin,
+// Content-Type and Authorization: no panic; a request that passes without
+// a token named a loopback host, and one that passes with a token carried
+// it; a write that passes is JSON, YAML or bodiless.
+func FuzzProtect(f *testing.F) {
+	f.Add("127.0.0.1:8081", "", "application/json", "", "POST", true)
+	f.Add("evil.example:8081", "http://evil.example:8081", "text/plain", "Bearer x", "DELETE", false)
+	f.Add("[::1]", "null", "application/yaml; charset=utf-8", "bearer "+testToken, "GET", true)
+	f.Add("localhost", "http://localhost", "", "Bearer  "+testToken, "PUT", false)
+	f.Fuzz(func(t *testing.T, host, origin, ct, authz, method string, withToken bool) {
+		if !validMethod(method) {
+			return
+		}
+		var reached int
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reached++ })
+		a := Access{}
+		if withToken {
+			a.Token = testToken
+		}
+		r := httptest.NewRequest("GET", "/v1/deployments", strings.NewReader("{}"))
+		r.Method, r.Host = method, host
+		for k, v := range map[string]string{"Origin": origin, "Content-Type": ct, "Authorization": authz} {
+			if v != "" {
+				r.Header.Set(k, v)
+			}
+		}
+		w := httptest.NewRecorder()
+		Protect(h, a).ServeHTTP(w, r)
+		if reached == 0 {
+			if w.Code < 400 {
+				t.Fatalf("refused with %d", w.Code)
+			}
+			return
+		}
+		if !withToken && !IsLoopbackHost(hostOnly(host)) {
+			t.Fatalf("no token, host %q passed", host)
+		}
+		if withToken && !strings.Contains(authz, testToken) {
+			t.Fatalf("token mode, Authorization %q passed", authz)
+		}
+		if isWrite(method) && !acceptableBody(r) {
+			t.Fatalf("write with Content-Type %q passed", ct)
+		}
+	})
+}
+
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for _, c := range m {
+		if c <= ' ' || c >= 0x7f || strings.ContainsRune("()<>@,;:\\\"/[]?={}", c) {
+			return false
+		}
+	}
+	return true
+}
