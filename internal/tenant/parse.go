@@ -137,7 +137,7 @@ func ParseKey(key string) (id string, secret []byte, err error) {
 	if _, err := hex.DecodeString(id); err != nil || strings.ToLower(id) != id {
 		return "", nil, ErrMalformedKey
 	}
-	secret, err = base64.RawURLEncoding.DecodeString(rest[idLen+1:])
+	secret, err = base64.RawURLEncoding.Strict().DecodeString(rest[idLen+1:]) // one text per key
 	if err != nil || len(secret) != secretBytes {
 		return "", nil, ErrMalformedKey
 	}

@@ -340,9 +340,10 @@ func (r *Registry) Update(name string, set func(*Tenant)) (*Status, error) {
 		s.limiter.Store(nil)
 	case l == nil:
 		s.limiter.Store(rate.NewLimiter(rate.Limit(t.Rate.PerSecond()), t.Rate.N))
-	default:
-		l.SetLimit(rate.Limit(t.Rate.PerSecond()))
-		l.SetBurst(t.Rate.N)
+	default: // at the registry's clock, which the limiter's reservations use
+		now := r.Now()
+		l.SetLimitAt(now, rate.Limit(t.Rate.PerSecond()))
+		l.SetBurstAt(now, t.Rate.N)
 	}
 	s.t.Store(&t)
 	return r.status(sn, s), nil
