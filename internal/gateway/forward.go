@@ -47,6 +47,9 @@ type Route struct {
 	// UpgradeIdle bounds how long an upgraded connection may carry nothing
 	// either way; zero means DefaultUpgradeIdle.
 	UpgradeIdle time.Duration
+	// WriteError, when not nil, answers the errors of a call that got no
+	// answer in the shape of the request's protocol; nil means problem.Write.
+	WriteError func(http.ResponseWriter, error)
 }
 
 // errConnect refuses CONNECT: the gateway is not a tunnel to anywhere.
@@ -84,7 +87,7 @@ func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, r *http.Re
 	}
 	lease := rt.Lease
 	// One allocation for the outgoing request's parts.
-	x := &exchange{w: w, body: r.Body}
+	x := &exchange{w: w, body: r.Body, writeError: rt.WriteError}
 	h := x.outHeader(r)
 	upgrade := upgradeType(r.Header)
 	if upgrade != "" {
@@ -307,6 +310,8 @@ type exchange struct {
 	read     int64 // bytes of the client's body read so far
 	err      error // the error reading the client's body, other than EOF
 	sent     bool  // the client received something (an interim answer)
+	// writeError is Route.WriteError.
+	writeError func(http.ResponseWriter, error)
 }
 
 // Read reads the client's body.
@@ -376,16 +381,20 @@ func (x *exchange) retryable(ctx context.Context, r *http.Request, err error) bo
 // fail answers a call that got no answer: the client's fault when its body
 // did not arrive, otherwise the instance's (pool.UpstreamError).
 func (x *exchange) fail(ctx context.Context, model string, in *pool.Instance, err error) {
+	write := problem.Write
+	if x.writeError != nil {
+		write = x.writeError
+	}
 	if x.err != nil {
 		if errors.Is(x.err, os.ErrDeadlineExceeded) {
-			problem.Write(x.w, problem.New(http.StatusRequestTimeout, "body_timeout",
+			write(x.w, problem.New(http.StatusRequestTimeout, "body_timeout",
 				fmt.Sprintf("model %q: the request body did not arrive within timeouts.request", model)))
 			return
 		}
-		problem.Write(x.w, problem.New(http.StatusBadRequest, "read_error", "reading the request body: "+x.err.Error()))
+		write(x.w, problem.New(http.StatusBadRequest, "read_error", "reading the request body: "+x.err.Error()))
 		return
 	}
-	problem.Write(x.w, pool.UpstreamError(ctx, model, in, err))
+	write(x.w, pool.UpstreamError(ctx, model, in, err))
 }
 
 // tunnel carries an upgraded connection both ways until either side ends

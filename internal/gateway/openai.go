@@ -157,7 +157,8 @@ func (o *openAI) serve(w http.ResponseWriter, r *http.Request, path string) {
 	rctx, cancel := context.WithTimeout(r.Context(), ex.Timeout())
 	defer cancel()
 	d = ex.Deployment
-	o.g.forward(rctx, uw, r, Route{Lease: lease, Model: ex.Model, Path: path, Reacquire: d.Pool.AcquireExcept, Retried: d.Metrics.Retries.Inc})
+	o.g.forward(rctx, uw, r, Route{Lease: lease, Model: ex.Model, Path: path, Reacquire: d.Pool.AcquireExcept, Retried: d.Metrics.Retries.Inc,
+		WriteError: writeOpenAIError})
 }
 
 // count adds an answer's usage to the token counters.

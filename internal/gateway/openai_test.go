@@ -59,6 +59,7 @@ func (o *oaiInstance) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Model         string `json:"model"`
 		Stream        bool   `json:"stream"`
 		Fail          bool   `json:"fail"`
+		HangUp        bool   `json:"hangup"`
 		StreamOptions struct {
 			IncludeUsage bool `json:"include_usage"`
 		} `json:"stream_options"`
@@ -66,6 +67,11 @@ func (o *oaiInstance) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	json.Unmarshal(body, &req)
 	w.Header().Set("Content-Type", "application/json")
 	switch {
+	case req.HangUp:
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close()
+		}
 	case req.Fail:
 		w.WriteHeader(http.StatusInternalServerError)
 		io.WriteString(w, `{"error":{"message":"boom","type":"server_error","param":null,"code":null},"usage":{"prompt_tokens":1000,"completion_tokens":1000}}`)
@@ -339,6 +345,19 @@ func TestOpenAI_InstanceErrorPassesThrough(t *testing.T) {
 	}
 	if m := o.scrape(t); strings.Contains(m, "tandem_openai_tokens_total{") {
 		t.Errorf("an error answer's usage was counted:\n%s", grep(m, "tandem_openai_tokens_total"))
+	}
+}
+
+// An instance that fails a request without answering gets the gateway's
+// error, in OpenAI's shape too.
+func TestOpenAI_InstanceFailure(t *testing.T) {
+	o := setupOpenAI(t)
+	resp, b := o.post(t, "/v1/chat/completions", `{"model":"chat","hangup":true}`)
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("%d %s, want 502", resp.StatusCode, b)
+	}
+	if e := decodeOAIErr(t, b).Error; e.Type != "server_error" || !strings.Contains(e.Message, "chat") {
+		t.Errorf("error %+v, want a server_error naming the model", e)
 	}
 }
 
