@@ -63,6 +63,27 @@ type TenantInfo struct {
 	BudgetPeriod string `json:"budget_period,omitempty"`
 }
 
+// UnmarshalJSON reads a TenantInfo, setting the tenant's Rate and
+// BudgetPeriod from their text.
+func (ti *TenantInfo) UnmarshalJSON(b []byte) error {
+	type plain TenantInfo // without this method
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	var err error
+	if p.Tenant.Rate, err = tenant.ParseRate(p.Rate); err != nil {
+		return err
+	}
+	if p.BudgetPeriod != "" {
+		if p.Tenant.BudgetPeriod, err = time.ParseDuration(p.BudgetPeriod); err != nil {
+			return fmt.Errorf("budget_period: %w", err)
+		}
+	}
+	*ti = TenantInfo(p)
+	return nil
+}
+
 func tenantInfo(st *tenant.Status) TenantInfo {
 	ti := TenantInfo{Status: *st}
 	if !st.Tenant.Rate.IsZero() {

@@ -22,10 +22,10 @@ import (
 func init() { Register(costCmd) }
 
 func costCmd() *cobra.Command {
-	var since string
+	var since, tenantName string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "cost [NAME] [--since 24h]",
+		Use:   "cost [NAME] [--since 24h] | cost --tenant NAME",
 		Short: "Show what deployments used and cost, and what the other mode would have cost",
 		Long: `Show what deployments used and cost, and what the other mode would have cost.
 
@@ -34,9 +34,29 @@ and idle (up, serving nothing). "cost" is what the deployment paid under its
 own mode with the server's price table (tandem serve --prices); the "as"
 columns price the same traffic as serverless and as dedicated. --since takes a
 duration back from now (24h, 90m, 7d) or an RFC 3339 time; usage is kept per
-minute.`,
+minute.
+
+--tenant NAME shows what a tenant's requests used and cost since it was
+created, priced as serverless at each deployment's size, and its spend in the
+current budget period, which its budget is checked against.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if tenantName != "" {
+				if len(args) > 0 || cmd.Flags().Changed("since") {
+					return fmt.Errorf("--tenant shows the tenant's usage since it was created: give no model and no --since")
+				}
+				ti, err := client(cmd).Tenant(cmd.Context(), tenantName)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), ti)
+				}
+				w := cmd.OutOrStdout()
+				fmt.Fprintf(w, "Tenant:      %s\nBudget:      %s\n", ti.Name, budgetText(*ti))
+				printUsage(w, ti)
+				return nil
+			}
 			q := url.Values{"since": {since}}
 			if len(args) == 1 {
 				q.Set("model", args[0])
@@ -55,6 +75,7 @@ minute.`,
 		},
 	}
 	cmd.Flags().StringVar(&since, "since", "24h", "start: a duration back from now (24h, 90m, 7d) or an RFC 3339 time")
+	cmd.Flags().StringVar(&tenantName, "tenant", "", "show this tenant's requests, busy time, spend and budget")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return cmd
 }
