@@ -72,6 +72,47 @@ func (g *Gateway) MountOpenAI(reg prometheus.Registerer) {
 	g.mux.HandleFunc("/v1/models/{id...}", o.model)
 }
 
+// Viewer is an optional ability of a Stage: it says whether the caller who
+// sent headers h may see model in a listing (GET /v1/models), without any
+// side effect (no rate, quota or concurrency spent). nil means yes; a 401
+// refuses the whole listing; any other refusal leaves the model out. A
+// Stage without it lets every caller see every model. View is called
+// concurrently on the request path and must not block.
+type Viewer interface {
+	View(h http.Header, model string) error
+}
+
+// view asks the stages that are Viewers whether h may see model.
+func (g *Gateway) view(h http.Header, model string) error {
+	for _, s := range g.stages {
+		if v, ok := s.(Viewer); ok {
+			if err := v.View(h, model); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// visible returns the OpenAI names h may see, or the 401 that refuses them.
+func (o *openAI) visible(h http.Header) ([]controller.OpenAIModel, error) {
+	ms := o.models.OpenAIModels()
+	if len(o.g.stages) == 0 {
+		return ms, nil
+	}
+	out := make([]controller.OpenAIModel, 0, len(ms))
+	for _, m := range ms {
+		if err := o.g.view(h, m.Deployment.Manifest().Name); err != nil {
+			if pe := problem.From(err); pe.Status == http.StatusUnauthorized {
+				return nil, pe
+			}
+			continue
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
 type noOpenAIModels struct{}
 
 func (noOpenAIModels) LookupOpenAI(string) (*controller.Deployment, bool) { return nil, false }
@@ -220,14 +261,19 @@ func toOpenAIModel(m controller.OpenAIModel) openAIModel {
 }
 
 // list answers GET /v1/models: every name a request may give, each
-// deployment with an openai block by its own name and its aliases.
+// deployment with an openai block by its own name and its aliases, less
+// those the stages do not let the caller see (Viewer).
 func (o *openAI) list(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		writeOpenAIError(w, problem.New(http.StatusMethodNotAllowed, "method_not_allowed", "/v1/models takes GET"))
 		return
 	}
-	ms := o.models.OpenAIModels()
+	ms, err := o.visible(r.Header)
+	if err != nil {
+		writeOpenAIError(w, err)
+		return
+	}
 	out := struct {
 		Object string        `json:"object"`
 		Data   []openAIModel `json:"data"`
@@ -246,7 +292,12 @@ func (o *openAI) model(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	for _, m := range o.models.OpenAIModels() {
+	ms, err := o.visible(r.Header)
+	if err != nil {
+		writeOpenAIError(w, err)
+		return
+	}
+	for _, m := range ms {
 		if m.ID == id {
 			writeJSON(w, http.StatusOK, toOpenAIModel(m))
 			return

@@ -102,8 +102,8 @@ func (o *oaiInstance) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // oaiGateway is a gateway with the OpenAI routes over a controller with the
 // fake backend and three deployments: chat (aliases gpt-test and
-// org/Chat-7B), embed (openai: {}) and plain (no openai block). Its stage
-// names the tenant from X-Tenant and refuses with the status in X-Refuse.
+// org/Chat-7B), embed (openai: {}) and plain (no openai block), and
+// oaiStage.
 type oaiGateway struct {
 	url      string
 	inst     *oaiInstance
@@ -134,24 +134,47 @@ func setupOpenAI(t *testing.T) *oaiGateway {
 		apply(t, c, y)
 	}
 	g := gateway.New(c, nil)
-	g.Use(gateway.StageFunc(func(_ context.Context, ex *gateway.Exchange) error {
-		ex.Tenant = ex.Header.Get("X-Tenant")
-		switch ex.Header.Get("X-Refuse") {
-		case "401":
-			return problem.New(http.StatusUnauthorized, "unauthenticated", "an API key is required")
-		case "403":
-			return problem.New(http.StatusForbidden, "forbidden", "tenant may not call this model")
-		case "429":
-			e := problem.New(http.StatusTooManyRequests, "rate_limited", "over its rate")
-			e.RetryAfter = 2 * time.Second
-			return e
-		}
-		return nil
-	}))
+	g.Use(oaiStage{})
 	g.MountOpenAI(m.Registry)
 	srv := httptest.NewServer(g)
 	t.Cleanup(srv.Close)
 	return &oaiGateway{url: srv.URL, inst: inst, ctrl: c, registry: m.Registry}
+}
+
+// oaiStage names the tenant from X-Tenant and refuses with the status in
+// X-Refuse. As a Viewer it refuses listings with 401 when X-View is "401",
+// and shows only the deployment it names otherwise.
+type oaiStage struct{}
+
+var _ gateway.Viewer = oaiStage{}
+
+func (oaiStage) Admit(_ context.Context, ex *gateway.Exchange) error {
+	ex.Tenant = ex.Header.Get("X-Tenant")
+	switch ex.Header.Get("X-Refuse") {
+	case "401":
+		return problem.New(http.StatusUnauthorized, "unauthenticated", "an API key is required")
+	case "403":
+		return problem.New(http.StatusForbidden, "forbidden", "tenant may not call this model")
+	case "429":
+		e := problem.New(http.StatusTooManyRequests, "rate_limited", "over its rate")
+		e.RetryAfter = 2 * time.Second
+		return e
+	}
+	return nil
+}
+
+func (oaiStage) View(h http.Header, model string) error {
+	switch v := h.Get("X-View"); v {
+	case "":
+		return nil
+	case "401":
+		return problem.New(http.StatusUnauthorized, "unauthenticated", "an API key is required")
+	default:
+		if v != model {
+			return problem.New(http.StatusForbidden, "forbidden", "not yours")
+		}
+		return nil
+	}
 }
 
 func apply(t *testing.T, c *controller.Controller, yaml string) {
@@ -393,6 +416,35 @@ func TestOpenAI_Models(t *testing.T) {
 	code, body, _ := get(t, o.url+"/v1/models/org/Chat-7B")
 	if code != 200 || !strings.Contains(body, `"id":"org/Chat-7B"`) {
 		t.Errorf("GET /v1/models/org/Chat-7B: %d %s", code, body)
+	}
+}
+
+// Listings show a caller only what the stages let it see.
+func TestOpenAI_ModelsViewedByStages(t *testing.T) {
+	o := setupOpenAI(t)
+	list := func(path, view string) (int, string) {
+		req, _ := http.NewRequest("GET", o.url+path, nil)
+		req.Header.Set("X-View", view)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := list("/v1/models", "401"); code != 401 || decodeOAIErr(t, []byte(body)).Error.Type != "authentication_error" {
+		t.Errorf("unauthenticated listing: %d %s", code, body)
+	}
+	code, body := list("/v1/models", "embed")
+	if code != 200 || !strings.Contains(body, `"id":"embed"`) || strings.Contains(body, `"id":"chat"`) || strings.Contains(body, "gpt-test") {
+		t.Errorf("listing for embed only: %d %s", code, body)
+	}
+	if code, body := list("/v1/models/gpt-test", "embed"); code != 404 {
+		t.Errorf("a model the caller may not see: %d %s, want 404", code, body)
+	}
+	if code, body := list("/v1/models/gpt-test", "chat"); code != 200 {
+		t.Errorf("a model the caller may see: %d %s", code, body)
 	}
 }
 
