@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
@@ -345,7 +346,37 @@ func (f *fakeEngine) ContainerLogs(ctx context.Context, id string, opts client.C
 	if err != nil {
 		return nil, err
 	}
-	return io.NopCloser(bytes.NewReader(bytes.Clone(c.logs.Bytes()))), nil
+	if !opts.Follow {
+		return io.NopCloser(bytes.NewReader(bytes.Clone(c.logs.Bytes()))), nil
+	}
+	// Follow: what is written until the container ends or ctx does.
+	pr, pw := io.Pipe()
+	go func() {
+		off := 0
+		for {
+			f.mu.Lock()
+			more := bytes.Clone(c.logs.Bytes()[off:])
+			off += len(more)
+			running := c.state == container.StateRunning
+			f.mu.Unlock()
+			if len(more) > 0 {
+				if _, err := pw.Write(more); err != nil {
+					return
+				}
+			}
+			if !running && len(more) == 0 {
+				pw.Close()
+				return
+			}
+			select {
+			case <-ctx.Done():
+				pw.CloseWithError(ctx.Err())
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	return pr, nil
 }
 
 func (f *fakeEngine) Events(ctx context.Context, opts client.EventsListOptions) client.EventsResult {
