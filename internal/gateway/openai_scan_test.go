@@ -55,3 +55,25 @@ func BenchmarkUsageScanner(b *testing.B) {
 		s.Write(chunk)
 	}
 }
+
+// FuzzUsageScanner checks that any answer, cut anywhere into two writes,
+// reads as it does whole, and that nothing panics.
+func FuzzUsageScanner(f *testing.F) {
+	f.Add(`{"usage":{"prompt_tokens":5,"completion_tokens":7}}`, 9)
+	f.Add("data: {\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":5}}\n\n", 20)
+	f.Add(`{"a":"\"usage\":{}","usage" : {"x":{"y":"}"},"completion_tokens":1}}`, 3)
+	f.Fuzz(func(t *testing.T, in string, cut int) {
+		var whole, split usageScanner
+		whole.Write([]byte(in))
+		if len(in) > 0 {
+			cut = (cut%len(in) + len(in)) % len(in)
+		} else {
+			cut = 0
+		}
+		split.Write([]byte(in[:cut]))
+		split.Write([]byte(in[cut:]))
+		if whole.found != split.found || whole.last != split.last {
+			t.Fatalf("whole: %v %+v; cut at %d: %v %+v", whole.found, whole.last, cut, split.found, split.last)
+		}
+	})
+}

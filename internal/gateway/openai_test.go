@@ -111,7 +111,7 @@ type oaiGateway struct {
 	registry *prometheus.Registry
 }
 
-func setupOpenAI(t *testing.T) *oaiGateway {
+func setupOpenAI(t testing.TB) *oaiGateway {
 	t.Helper()
 	st, err := store.Open(t.TempDir())
 	if err != nil {
@@ -177,7 +177,7 @@ func (oaiStage) View(h http.Header, model string) error {
 	}
 }
 
-func apply(t *testing.T, c *controller.Controller, yaml string) {
+func apply(t testing.TB, c *controller.Controller, yaml string) {
 	t.Helper()
 	m, err := manifest.Parse([]byte(yaml), "")
 	if err != nil {
@@ -563,4 +563,32 @@ func grep(text, prefix string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// BenchmarkOpenAI compares a warm chat completion through the OpenAI door
+// (the body read whole, its model decoded, the answer's usage scanned and
+// counted) with the same request through pass-through /models/{name}/.
+func BenchmarkOpenAI(b *testing.B) {
+	o := setupOpenAI(b)
+	body := `{"model":"chat","messages":[{"role":"user","content":"Say hello to tandem please"}],"temperature":0.7,"max_tokens":64}`
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	for _, bm := range []struct{ name, path string }{
+		{"openai", "/v1/chat/completions"},
+		{"passthrough", "/models/chat/v1/chat/completions"},
+	} {
+		b.Run(bm.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := client.Post(o.url+bm.path, "application/json", strings.NewReader(body))
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					b.Fatal(resp.Status)
+				}
+			}
+		})
+	}
 }
