@@ -77,6 +77,10 @@ func (st *Stage) Admit(_ context.Context, ex *gateway.Exchange) error {
 	if err != nil {
 		return err
 	}
+	// The key is tandem's: the model's code must not see it (and cannot
+	// log it, or call other models as the tenant).
+	ex.Header.Del("Authorization")
+	ex.Header.Del("X-Api-Key")
 	s := ks.t
 	t := s.t.Load()
 	now := st.r.Now()

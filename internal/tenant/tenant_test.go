@@ -175,6 +175,9 @@ func TestStage_Credentials(t *testing.T) {
 			if ex.Tenant != "acme" {
 				t.Errorf("%s: exchange's tenant %q", c.what, ex.Tenant)
 			}
+			if c.h.Get("Authorization") != "" || c.h.Get("X-Api-Key") != "" {
+				t.Errorf("%s: the key stays in the headers the instance gets: %v", c.what, c.h)
+			}
 			ex.Finish(200, false, nil)
 			continue
 		}
