@@ -138,6 +138,9 @@ func (p *protected) check(r *http.Request, write bool) (string, *problem.Error) 
 // constant time.
 func (p *protected) authenticate(r *http.Request) string {
 	h := r.Header.Get("Authorization")
+	if tok, ok := dashboardToken(r); ok && h == "" {
+		h = "Bearer " + tok
+	}
 	scheme, tok, ok := strings.Cut(h, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		if h == "" {
@@ -150,6 +153,24 @@ func (p *protected) authenticate(r *http.Request) string {
 		return AuthToken
 	}
 	return AuthInvalid
+}
+
+// dashboardToken returns the token a browser sends to the dashboard
+// (internal/dashboard), which cannot set a header: a ?token= on a page's
+// address, which the dashboard turns into the HttpOnly, SameSite=Strict
+// cookie tandem_ui_token (Path=/ui). Only reads under /ui/ take it, so
+// the cookie opens no door to the API that writes.
+func dashboardToken(r *http.Request) (string, bool) {
+	if (r.Method != http.MethodGet && r.Method != http.MethodHead) || (r.URL.Path != "/ui" && !strings.HasPrefix(r.URL.Path, "/ui/")) {
+		return "", false
+	}
+	if tok := r.URL.Query().Get("token"); tok != "" {
+		return tok, true
+	}
+	if c, err := r.Cookie("tandem_ui_token"); err == nil && c.Value != "" {
+		return c.Value, true
+	}
+	return "", false
 }
 
 func isWrite(method string) bool {

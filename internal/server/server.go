@@ -28,6 +28,7 @@ import (
 	"tandem/internal/backend/process"
 	"tandem/internal/controller"
 	"tandem/internal/cost"
+	"tandem/internal/dashboard"
 	"tandem/internal/gateway"
 	"tandem/internal/inference"
 	"tandem/internal/manifest"
@@ -154,6 +155,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	admin := api.NewServer(ctrl, m, info, log)
 	meter.Mount(admin.Handle)
+	dashboard.Start(ctx, dashboard.Config{Deployments: ctrl, Costs: meter, Metrics: m.Registry, Logger: log}).Mount(admin.Handle) // /ui
 	admin.MountTenants(tenants)
 	asrv := gateway.NewHTTPServer(api.Protect(admin, api.Access{Token: sec.token, Audit: audit, Logger: log}), cfg.Limits)
 	// The control API closes after the instances have stopped.
