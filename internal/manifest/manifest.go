@@ -43,6 +43,8 @@ type Manifest struct {
 	// OpenAI, when set, says the instances speak the OpenAI API, and the
 	// gateway's /v1/ routes send them the requests naming this model.
 	OpenAI *OpenAI `yaml:"openai,omitempty" json:"openai,omitempty"`
+	// Cache, when set, turns on the gateway's response cache (cache.go).
+	Cache *Cache `yaml:"cache,omitempty" json:"cache,omitempty"`
 }
 
 // Runtime says what program serves the model and how to reach it.

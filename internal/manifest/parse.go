@@ -333,6 +333,7 @@ func (m *Manifest) SetDefaults() {
 	if t.Grace == 0 {
 		t.Grace = Duration(DefaultGrace)
 	}
+	m.Cache.setDefaults()
 	if b := m.Batching; b != nil {
 		if b.MaxBatchSize == 0 {
 			b.MaxBatchSize = DefaultBatchMaxBatchSize
@@ -485,6 +486,7 @@ func (m *Manifest) Validate() error {
 			seen[a] = true
 		}
 	}
+	probs = append(probs, m.Cache.validate()...)
 	if len(probs) > 0 {
 		return &Error{Problems: probs}
 	}

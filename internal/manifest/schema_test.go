@@ -197,6 +197,15 @@ batching: {max_batch_size: 16, max_delay: 2ms}
 		{"openai alias twice", base + "openai: {models: [a, a]}\n", false},
 		{"openai models not a list", base + "openai: {models: a}\n", false},
 		{"openai unknown field", base + "openai: {aliases: [a]}\n", false},
+		{"cache on", base + "cache: {}\n", true},
+		{"cache full", base + "cache: {ttl: 5m, max_bytes: 64Mi, paths: [/predict, /v1/score]}\n", true},
+		{"cache size in bytes", base + "cache: {max_bytes: 1048576}\n", true},
+		{"cache bad ttl", base + "cache: {ttl: soon}\n", false},
+		{"cache bad size", base + "cache: {max_bytes: lots}\n", false},
+		{"cache path without slash", base + "cache: {paths: [predict]}\n", false},
+		{"cache path with query", base + "cache: {paths: ['/predict?x=1']}\n", false},
+		{"cache path twice", base + "cache: {paths: [/a, /a]}\n", false},
+		{"cache unknown field", base + "cache: {size: 1Mi}\n", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -250,7 +259,7 @@ func resolve(t *testing.T, root, node map[string]any) map[string]any {
 // Go type decodes from, and every "default" is what SetDefaults sets.
 func TestSchema_MatchesTypes(t *testing.T) {
 	root := schemaDoc(t)
-	defaults := Manifest{Name: "m", Runtime: Runtime{Command: []string{"x"}}, Batching: &Batching{}, OpenAI: &OpenAI{}}
+	defaults := Manifest{Name: "m", Runtime: Runtime{Command: []string{"x"}}, Batching: &Batching{}, OpenAI: &OpenAI{}, Cache: &Cache{}}
 	defaults.SetDefaults()
 	var walk func(node map[string]any, typ reflect.Type, val reflect.Value, path string)
 	walk = func(node map[string]any, typ reflect.Type, val reflect.Value, path string) {
