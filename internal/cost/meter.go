@@ -31,7 +31,16 @@ type BusyReader interface {
 // path with atomics only; the meter takes the counts when it flushes. A nil
 // *RequestCounter counts nothing.
 type RequestCounter struct {
-	n, nanos, cold atomic.Int64
+	n, nanos, cold, hits atomic.Int64
+}
+
+// Hit counts one request answered from the response cache: no instance
+// took it, so it is not a request in Add's sense and costs no instance
+// time. Safe for concurrent use; it does not block.
+func (c *RequestCounter) Hit() {
+	if c != nil {
+		c.hits.Add(1)
+	}
 }
 
 // Add counts one answered request that took d; coldStart says it waited
@@ -47,8 +56,8 @@ func (c *RequestCounter) Add(d time.Duration, coldStart bool) {
 	}
 }
 
-func (c *RequestCounter) take() (n int64, d time.Duration, cold int64) {
-	return c.n.Swap(0), time.Duration(c.nanos.Swap(0)), c.cold.Swap(0)
+func (c *RequestCounter) take() (n int64, d time.Duration, cold, hits int64) {
+	return c.n.Swap(0), time.Duration(c.nanos.Swap(0)), c.cold.Swap(0), c.hits.Swap(0)
 }
 
 // Meter meters every deployment: instance-seconds by state (starting, busy,
@@ -279,14 +288,15 @@ func (m *Meter) flushAccount(a *account, to time.Time) {
 }
 
 func (m *Meter) flushRequests(a *account, now time.Time) {
-	n, d, cold := a.requests.take()
-	if n == 0 && d == 0 && cold == 0 {
+	n, d, cold, hits := a.requests.take()
+	if n == 0 && d == 0 && cold == 0 && hits == 0 {
 		return
 	}
 	add := func(u *Usage) {
 		u.Requests += n
 		u.RequestSeconds += d.Seconds()
 		u.ColdStarts += cold
+		u.CacheHits += hits
 	}
 	add(m.bucketAt(a, now))
 	add(m.total(a))

@@ -58,6 +58,9 @@ type Usage struct {
 	Requests       int64   `json:"requests"`
 	RequestSeconds float64 `json:"request_seconds"`
 	ColdStarts     int64   `json:"cold_starts"`
+	// CacheHits are requests answered from the response cache, apart
+	// from Requests: no instance took them.
+	CacheHits int64 `json:"cache_hits,omitempty"`
 }
 
 // Total is all instance time: starting, busy and idle.
@@ -75,6 +78,7 @@ func (u Usage) Plus(v Usage) Usage {
 	u.Requests += v.Requests
 	u.RequestSeconds += v.RequestSeconds
 	u.ColdStarts += v.ColdStarts
+	u.CacheHits += v.CacheHits
 	return u
 }
 
@@ -88,5 +92,6 @@ func (u Usage) Minus(v Usage) Usage {
 	u.Requests -= v.Requests
 	u.RequestSeconds -= v.RequestSeconds
 	u.ColdStarts -= v.ColdStarts
+	u.CacheHits -= v.CacheHits
 	return u
 }

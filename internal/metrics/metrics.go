@@ -23,6 +23,7 @@ type Metrics struct {
 	phases      *prometheus.HistogramVec
 	instanceEnd *prometheus.CounterVec
 	scaleEvents *prometheus.CounterVec
+	cache       *prometheus.CounterVec
 }
 
 // New makes the registry with Go and process collectors.
@@ -60,8 +61,11 @@ func New() *Metrics {
 		scaleEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tandem_autoscaler_panic_total", Help: "Times the autoscaler entered panic mode.",
 		}, []string{"model"}),
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_cache_requests_total", Help: "Cacheable requests by model and result: hit (answered from the response cache), miss, bypass (the client asked for a fresh answer).",
+		}, []string{"model", "result"}),
 	}
-	r.MustRegister(m.requests, m.retries, m.latency, m.coldStarts, m.coldStart, m.phases, m.instanceEnd, m.scaleEvents)
+	r.MustRegister(m.requests, m.retries, m.latency, m.coldStarts, m.coldStart, m.phases, m.instanceEnd, m.scaleEvents, m.cache)
 	return m
 }
 
@@ -73,7 +77,9 @@ type Model struct {
 	ColdStarts prometheus.Counter
 	ColdWait   prometheus.Observer
 	Retries    prometheus.Counter
-	codes      sync.Map // codeKey -> prometheus.Counter
+	// CacheHit, CacheMiss and CacheBypass count cacheable requests.
+	CacheHit, CacheMiss, CacheBypass prometheus.Counter
+	codes                            sync.Map // codeKey -> prometheus.Counter
 }
 
 type codeKey struct {
@@ -85,10 +91,13 @@ type codeKey struct {
 func (m *Metrics) ForModel(name string) *Model {
 	return &Model{
 		name: name, m: m,
-		Latency:    m.latency.WithLabelValues(name),
-		ColdStarts: m.coldStarts.WithLabelValues(name),
-		ColdWait:   m.coldStart.WithLabelValues(name),
-		Retries:    m.retries.WithLabelValues(name),
+		Latency:     m.latency.WithLabelValues(name),
+		ColdStarts:  m.coldStarts.WithLabelValues(name),
+		ColdWait:    m.coldStart.WithLabelValues(name),
+		Retries:     m.retries.WithLabelValues(name),
+		CacheHit:    m.cache.WithLabelValues(name, "hit"),
+		CacheMiss:   m.cache.WithLabelValues(name, "miss"),
+		CacheBypass: m.cache.WithLabelValues(name, "bypass"),
 	}
 }
 
@@ -121,7 +130,7 @@ func (m *Metrics) Panic(model string) { m.scaleEvents.WithLabelValues(model).Inc
 func (m *Metrics) Forget(model string) {
 	for _, v := range []interface {
 		DeletePartialMatch(prometheus.Labels) int
-	}{m.requests, m.retries, m.latency, m.coldStarts, m.coldStart, m.phases, m.instanceEnd, m.scaleEvents} {
+	}{m.requests, m.retries, m.latency, m.coldStarts, m.coldStart, m.phases, m.instanceEnd, m.scaleEvents, m.cache} {
 		v.DeletePartialMatch(prometheus.Labels{"model": model})
 	}
 }
