@@ -294,6 +294,7 @@ func (c *Controller) Delete(ctx context.Context, name string) error {
 	c.deletedAt[name] = time.Now()
 	c.publish()
 	c.mu.Unlock()
+	d.Cache.Purge()
 	err := d.shutdown(ctx)
 	if d.rb != nil && err == nil {
 		err = d.rb.Delete(ctx, name)

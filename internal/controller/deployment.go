@@ -12,6 +12,7 @@ import (
 
 	"tandem/internal/autoscaler"
 	"tandem/internal/backend"
+	"tandem/internal/cache"
 	"tandem/internal/cost"
 	"tandem/internal/manifest"
 	"tandem/internal/metrics"
@@ -37,6 +38,9 @@ type Deployment struct {
 	// Usage counts answered requests for the cost meter (atomics; nil
 	// when metering is off).
 	Usage *cost.RequestCounter
+	// Cache is the gateway's response cache of this deployment, set from
+	// the manifest on every update (off without a cache block).
+	Cache *cache.Cache
 
 	c    *Controller
 	be   backend.Backend        // instance backends (process, docker)
@@ -115,6 +119,7 @@ func (c *Controller) newDeployment(r *store.Record, be backend.Backend, rb backe
 		Metrics:   c.cfg.Metrics.ForModel(r.Manifest.Name),
 		Usage:     c.cfg.Meter.Requests(r.Manifest.Name),
 		c:         c,
+		Cache:     cache.New(),
 		be:        be,
 		rb:        rb,
 		log:       c.log.With("model", r.Manifest.Name),
@@ -127,6 +132,7 @@ func (c *Controller) newDeployment(r *store.Record, be backend.Backend, rb backe
 	}
 	d.rec.Store(r)
 	d.Pool = pool.New(d.poolConfig(r.Manifest))
+	d.configureCache(r.Manifest)
 	d.setManifest(r.Manifest)
 	c.cfg.Meter.Deployment(r.Manifest, time.Now())
 	d.publishStatus()
@@ -185,6 +191,7 @@ func (d *Deployment) DecodedMetadata(decode func(json.RawMessage) any) any {
 func (d *Deployment) update(r *store.Record) {
 	d.rec.Store(r)
 	d.updates <- r
+	d.configureCache(r.Manifest)
 }
 
 // shutdown stops the loop and every instance, blocking until done or ctx ends.

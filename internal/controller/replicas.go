@@ -241,6 +241,7 @@ func (c *Controller) mergeCatalog(rb backend.ReplicaBackend, recs map[string]str
 		c.cfg.Store.Delete(name)
 		delete(c.deps, name)
 		c.publish()
+		d.Cache.Purge()
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
