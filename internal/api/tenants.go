@@ -154,6 +154,7 @@ func (h *tenantsAPI) create(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, perr)
 		return
 	}
+	AuditName(r, req.Name)
 	if req.Name == "" {
 		problem.Write(w, problem.New(http.StatusBadRequest, "invalid_tenant", "a tenant needs a name").WithField("name"))
 		return
@@ -288,6 +289,7 @@ func (h *tenantsAPI) createKey(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, perr)
 		return
 	}
+	AuditName(r, req.Tenant)
 	if req.Tenant == "" {
 		problem.Write(w, problem.New(http.StatusBadRequest, "invalid_key", "a key needs a tenant").WithField("tenant"))
 		return
@@ -308,6 +310,7 @@ func (h *tenantsAPI) createKey(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, err)
 		return
 	}
+	AuditName(r, ki.Tenant+"/"+ki.ID) // the id, never the key
 	h.s.log.Info("API key created", "tenant", ki.Tenant, "key_id", ki.ID)
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusCreated, NewKey{KeyInfo: ki, Key: key})
@@ -315,6 +318,7 @@ func (h *tenantsAPI) createKey(w http.ResponseWriter, r *http.Request) {
 
 func (h *tenantsAPI) revokeKey(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	AuditName(r, id)
 	if err := h.reg.RevokeKey(id); err != nil {
 		problem.Write(w, err)
 		return

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -269,5 +271,52 @@ func TestClient_Tenants(t *testing.T) {
 	var ae *Error
 	if !errors.As(err, &ae) || ae.Status != 404 {
 		t.Fatalf("Tenant after delete: %v", err)
+	}
+}
+
+// The audit log names the tenant or key a write acted on, never a key.
+func TestTenantsAPI_Audit(t *testing.T) {
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	reg, err := tenant.Open(st, cost.DefaultPrices(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "audit.log")
+	audit, err := OpenAudit(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer audit.Close()
+	s := NewServer(nil, metrics.New(), Info{}, slog.New(slog.DiscardHandler))
+	s.MountTenants(reg)
+	hs := httptest.NewServer(Protect(s, Access{Audit: audit, Logger: slog.New(slog.DiscardHandler)}))
+	defer hs.Close()
+	send(t, hs, "POST", "/v1/tenants", `{"name":"acme"}`)
+	var nk NewKey
+	json.Unmarshal([]byte(send(t, hs, "POST", "/v1/keys", `{"tenant":"acme"}`).body), &nk)
+	send(t, hs, "DELETE", "/v1/keys/"+nk.ID, "")
+	send(t, hs, "DELETE", "/v1/tenants/acme", "")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var e AuditEntry
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, e.Name)
+	}
+	want := []string{"acme", "acme/" + nk.ID, nk.ID, "acme"}
+	if strings.Join(names, " ") != strings.Join(want, " ") {
+		t.Errorf("audit names %q, want %q", names, want)
+	}
+	if nk.Key == "" || strings.Contains(string(b), nk.Key) || strings.Contains(string(b), nk.Key[len(nk.Key)-43:]) {
+		t.Errorf("the audit log holds the key (or there is none: %q):\n%s", nk.Key, b)
 	}
 }
