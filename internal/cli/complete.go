@@ -35,13 +35,20 @@ func completeDeployments(cmd *cobra.Command, args []string, toComplete string) (
 	return out, cobra.ShellCompDirectiveNoFileComp
 }
 
-// completeNames returns a completion function for a command's first
-// argument from names (the tenants, key ids) the control API lists.
-func completeNames(list func(ctx context.Context, cmd *cobra.Command) ([]string, error)) cobra.CompletionFunc {
+// onlyFirst completes a command's first argument with f, and no other.
+func onlyFirst(f cobra.CompletionFunc) cobra.CompletionFunc {
 	return func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 		if len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
+		return f(cmd, args, toComplete)
+	}
+}
+
+// completeNames returns a completion function (for an argument or a flag)
+// from names the control API lists (tenants, key ids).
+func completeNames(list func(ctx context.Context, cmd *cobra.Command) ([]string, error)) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 		ctx, cancel := context.WithTimeout(cmd.Context(), completeTimeout)
 		defer cancel()
 		names, err := list(ctx, cmd)
@@ -57,3 +64,23 @@ func completeNames(list func(ctx context.Context, cmd *cobra.Command) ([]string,
 		return out, cobra.ShellCompDirectiveNoFileComp
 	}
 }
+
+// completeTenants completes a tenant's name.
+var completeTenants = completeNames(func(ctx context.Context, cmd *cobra.Command) ([]string, error) {
+	list, err := client(cmd).Tenants(ctx)
+	names := make([]string, 0, len(list))
+	for _, ti := range list {
+		names = append(names, ti.Name)
+	}
+	return names, err
+})
+
+// completeKeyIDs completes an API key's id (never a key: the API has none).
+var completeKeyIDs = completeNames(func(ctx context.Context, cmd *cobra.Command) ([]string, error) {
+	keys, err := client(cmd).Keys(ctx, "")
+	ids := make([]string, 0, len(keys))
+	for _, k := range keys {
+		ids = append(ids, k.ID)
+	}
+	return ids, err
+})

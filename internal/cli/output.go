@@ -73,6 +73,21 @@ func (o *Output) Print(w io.Writer, v any, table func(w io.Writer, wide bool) er
 	}
 }
 
+// Write writes v as JSON or YAML and reports true when one of them was
+// asked for; for the human formats it writes nothing and reports false.
+// Commands whose human form needs more than v use it before drawing:
+//
+//	if done, err := out.Write(cmd.OutOrStdout(), v); done {
+//		return err
+//	}
+func (o *Output) Write(w io.Writer, v any) (bool, error) {
+	switch o.Format() {
+	case formatJSON, formatYAML:
+		return true, o.Print(w, v, nil)
+	}
+	return false, nil
+}
+
 // printYAML writes v as YAML by way of its JSON, so that the field names and
 // omissions are the API's (sigs.k8s.io/yaml, as kubectl does).
 func printYAML(w io.Writer, v any) error {
