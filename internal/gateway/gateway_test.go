@@ -85,7 +85,8 @@ func TestGateway_Errors(t *testing.T) {
 	if code != 404 || !strings.Contains(body, "/models/{name}") {
 		t.Fatalf("unknown route: %d %s", code, body)
 	}
-	// A crash while serving: 502 that says the instance died.
+	// A crash while serving: 502 that says the instance died. A POST whose
+	// body was sent, because a GET would go again to the replacement.
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		if st, _ := c.Status("m"); st.Ready == 1 {
 			break
@@ -99,7 +100,14 @@ func TestGateway_Errors(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		code, body, _ = get(t, srv.URL+"/models/m/slow")
+		resp, err := http.Post(srv.URL+"/models/m/slow", "text/plain", strings.NewReader("x"))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		code, body = resp.StatusCode, string(b)
 	}()
 	time.Sleep(10 * time.Millisecond)
 	fb.Crash(st.Instances[0].ID)
