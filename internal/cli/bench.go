@@ -35,6 +35,7 @@ type trafficFlags struct {
 
 func (o *trafficFlags) register(f *pflag.FlagSet, tickHelp string) {
 	f.StringVarP(&o.file, "file", "f", "", "manifest file (YAML)")
+	cobra.MarkFlagFilename(f, "file", "yaml", "yml")
 	f.StringVar(&o.pattern, "pattern", "", "traffic: constant, steps, burst, sporadic, sine or trace (default trace with --trace, else constant)")
 	f.StringVar(&o.traceFile, "trace", "", "trace file: CSV of seconds[,path[,payload]], one request a line")
 	f.Float64Var(&o.rate, "rate", 1, "requests a second, on average")

@@ -56,6 +56,7 @@ func deployCmd() *cobra.Command {
 	}
 	out = addOutput(cmd, false)
 	cmd.Flags().StringVarP(&file, "file", "f", "", "manifest file (YAML), or - for standard input")
+	cmd.MarkFlagFilename("file", "yaml", "yml")
 	cmd.MarkFlagRequired("file")
 	return cmd
 }

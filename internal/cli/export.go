@@ -53,6 +53,7 @@ kubectl apply then leaves it alone.`,
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "manifest file (YAML)")
+	cmd.MarkFlagFilename("file", "yaml", "yml")
 	cmd.Flags().BoolVar(&asKubernetes, "kubernetes", false, "print Kubernetes YAML")
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", kubernetes.DefaultNamespace, "namespace of the objects")
 	cmd.Flags().BoolVar(&hostNetwork, "host-network", false, "run pods in the node's network (single-node test clusters)")
