@@ -94,6 +94,10 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := ex.Deployment
+	w, done := ex.cachePassThrough(w, r)
+	if done {
+		return
+	}
 	sw := &statusWriter{ResponseWriter: w}
 	lease, err := d.Pool.Acquire(r.Context()) // the pool bounds the wait itself
 	if err != nil {

@@ -167,6 +167,10 @@ func (o *openAI) serve(w http.ResponseWriter, r *http.Request, path string) {
 		writeOpenAIError(w, err)
 		return
 	}
+	w, done := ex.cacheOpenAI(w, r, path, body)
+	if done {
+		return
+	}
 	uw := &usageWriter{ResponseWriter: w}
 	lease, err := ex.Deployment.Pool.Acquire(r.Context()) // the pool bounds the wait itself
 	if err != nil {

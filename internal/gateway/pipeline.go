@@ -41,6 +41,7 @@ type Exchange struct {
 	Tenant string
 
 	finished bool
+	hit      bool // answered from the response cache (cache.go)
 	onFinish []func(*Exchange, Result)
 }
 
@@ -112,9 +113,11 @@ func (ex *Exchange) Finish(status int, cold bool, err error) {
 	if cold {
 		d.Metrics.ColdStarts.Inc()
 	}
-	served := err == nil || reachedInstance(err)
+	served := !ex.hit && (err == nil || reachedInstance(err))
 	if served {
 		d.Usage.Add(took, cold)
+	} else if ex.hit {
+		d.Usage.Hit()
 	}
 	for _, f := range ex.onFinish {
 		f(ex, Result{Status: status, Took: took, Cold: cold, Served: served})

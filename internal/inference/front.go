@@ -95,8 +95,16 @@ func (c *restCall) noteError(err error) { c.err = err }
 
 // noteError tells the pipeline which error w was answered with.
 func noteError(w http.ResponseWriter, err error) {
-	if c, ok := w.(*restCall); ok {
-		c.noteError(err)
+	for w != nil {
+		if c, ok := w.(*restCall); ok {
+			c.noteError(err)
+			return
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter }) // the response cache's recorder
+		if !ok {
+			return
+		}
+		w = u.Unwrap()
 	}
 }
 

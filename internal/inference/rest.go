@@ -157,6 +157,10 @@ func (s *Service) inferHTTP(w http.ResponseWriter, r *http.Request, name, versio
 		WriteError(w, err)
 		return
 	}
+	w, done := cached(w, r, body)
+	if done {
+		return
+	}
 	if m.Metadata == nil { // a v2 server of the user's: pass it through
 		if len(body) == 0 {
 			WriteError(w, problem.New(http.StatusBadRequest, CodeEmptyBody, "the request body is empty; send a v2 inference request"))
