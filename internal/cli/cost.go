@@ -27,6 +27,9 @@ func costCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cost [NAME] [--since 24h] | cost --tenant NAME",
 		Short: "Show what deployments used and cost, and what the other mode would have cost",
+		Example: `  tandem cost
+  tandem cost echo --since 7d
+  tandem cost --tenant acme`,
 		Long: `Show what deployments used and cost, and what the other mode would have cost.
 
 Instance time is split into starting, busy (at least one request in flight)

@@ -76,7 +76,9 @@ func tenantCreateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create NAME [--models a,b] [--rate N/s|N/m] [--concurrency N] [--budget USD] [--budget-period 30d]",
 		Short: "Create a tenant",
-		Args:  cobra.ExactArgs(1),
+		Example: `  tandem tenant create acme --models a,b --rate 5/s --concurrency 8 --budget 25 --budget-period 30d
+  tandem tenant create trial --rate 100/h --budget 1`,
+		Args: cobra.ExactArgs(1),
 	}
 	request := tenantFlags(cmd.Flags())
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -99,7 +101,9 @@ func tenantUpdateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "update NAME [--models a,b] [--rate N/s|N/m] [--concurrency N] [--budget USD] [--budget-period 30d]",
 		Short: "Change a tenant's settings (only the flags given; its usage and keys stay)",
-		Args:  cobra.ExactArgs(1),
+		Example: `  tandem tenant update acme --rate 100/m
+  tandem tenant update acme --rate "" --budget 50   # "" clears a limit`,
+		Args: cobra.ExactArgs(1),
 	}
 	request := tenantFlags(cmd.Flags())
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -127,6 +131,7 @@ func tenantLsCmd() *cobra.Command {
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List tenants with their limits and spend",
+		Example: `  tandem tenant ls`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			list, err := client(cmd).Tenants(cmd.Context())
@@ -152,9 +157,10 @@ func tenantLsCmd() *cobra.Command {
 func tenantStatusCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "status NAME",
-		Short: "Show a tenant's settings, usage and spend",
-		Args:  cobra.ExactArgs(1),
+		Use:     "status NAME",
+		Short:   "Show a tenant's settings, usage and spend",
+		Example: `  tandem tenant status acme`,
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ti, err := client(cmd).Tenant(cmd.Context(), args[0])
 			if err != nil {
@@ -173,9 +179,10 @@ func tenantStatusCmd() *cobra.Command {
 
 func tenantDeleteCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "delete NAME",
-		Short: "Delete a tenant and every key of it",
-		Args:  cobra.ExactArgs(1),
+		Use:     "delete NAME",
+		Short:   "Delete a tenant and every key of it",
+		Example: `  tandem tenant delete acme`,
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := client(cmd).DeleteTenant(cmd.Context(), args[0]); err != nil {
 				return err
@@ -264,7 +271,10 @@ func keyCreateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create --tenant NAME [--expires 90d]",
 		Short: "Make an API key for a tenant; the key is printed once, as the last line",
-		Args:  cobra.NoArgs,
+		Example: `  tandem key create --tenant acme --expires 90d
+  KEY=$(tandem key create --tenant acme | tail -1)
+  curl -H "Authorization: Bearer $KEY" localhost:8080/models/a/`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			nk, err := client(cmd).CreateKey(cmd.Context(), api.KeyRequest{Tenant: tenantName, Expires: expires})
 			if err != nil {
@@ -298,7 +308,9 @@ func keyLsCmd() *cobra.Command {
 		Use:     "ls [--tenant NAME]",
 		Aliases: []string{"list"},
 		Short:   "List API keys: ids, tenants, when made, expiring and last used (never the keys)",
-		Args:    cobra.NoArgs,
+		Example: `  tandem key ls
+  tandem key ls --tenant acme`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			keys, err := client(cmd).Keys(cmd.Context(), tenantName)
 			if err != nil {
@@ -333,9 +345,10 @@ func printKeys(w io.Writer, keys []tenant.KeyInfo) {
 
 func keyRevokeCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "revoke ID",
-		Short: "Revoke an API key: the gateway refuses it from the next request",
-		Args:  cobra.ExactArgs(1),
+		Use:     "revoke ID",
+		Short:   "Revoke an API key: the gateway refuses it from the next request",
+		Example: `  tandem key revoke 0f1e2d3c4b5a6978`,
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := client(cmd).RevokeKey(cmd.Context(), args[0]); err != nil {
 				return err
