@@ -89,6 +89,7 @@ type inst struct {
 	pi        *pool.Instance
 	trigger   time.Time // when the decision to start it was taken
 	started   time.Time
+	launched  time.Time // backend.Instance.StartedAt
 	readyAt   time.Time
 	adopted   bool
 	cancel    context.CancelFunc
@@ -422,6 +423,7 @@ func (d *Deployment) send(ev any) { d.events <- ev }
 func (d *Deployment) watch(in *inst, bi backend.Instance) {
 	in.addr = bi.Addr
 	in.started = time.Now()
+	in.launched = bi.StartedAt
 	in.lastPhase = bi.Phases
 	in.contain = bi.Containment
 	exitCh, err := d.be.Wait(bi.ID)
@@ -495,6 +497,7 @@ func (d *Deployment) handle(ev any) {
 		in.pi = pool.NewInstance(in.id, in.addr)
 		d.failures = 0
 		if !in.adopted {
+			in.pi.Startup = &pool.Startup{Trigger: in.trigger, Launched: in.launched, Started: in.started, Ready: now, Phases: in.lastPhase}
 			d.c.cfg.Metrics.Phase(d.Name, "ready", now.Sub(in.started).Seconds())
 			d.c.cfg.Metrics.Phase(d.Name, "total", now.Sub(in.trigger).Seconds())
 		}

@@ -20,6 +20,9 @@ type Instance struct {
 	Transport *http.Transport
 	// Raw is the lean HTTP/1.1 connection pool of the gateway's hot path.
 	Raw *RawTransport
+	// Startup, when not nil, tells how the instance started (the
+	// controller sets it before Add); nil for an adopted instance.
+	Startup *Startup
 
 	inflight atomic.Int64
 	limit    atomic.Int64
