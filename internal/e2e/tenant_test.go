@@ -294,6 +294,9 @@ func TestTenant_RateLimit(t *testing.T) {
 	ok, limited := 0, 0
 	retry := 0
 	for i, r := range replies {
+		if strings.Contains(r.body, acme) {
+			t.Errorf("request %d: the answer repeats the key: %s", i, r.body)
+		}
 		switch {
 		case r.code == 200:
 			ok++
