@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"tandem/internal/bench"
+	"tandem/internal/cost"
 	"tandem/internal/loadgen"
 	"tandem/internal/manifest"
 	"tandem/internal/recommend"
@@ -288,9 +289,25 @@ func TestBench_steady(t *testing.T) {
 	}
 }
 
+// TestHTML_chromium draws a report of two modes in headless Chromium
+// without running a benchmark (the bench tests check real reports too).
+func TestHTML_chromium(t *testing.T) {
+	rep := &bench.Report{Model: "m", Pattern: "constant 1/s for 10s", Requests: 10, Duration: 10, Currency: "USD", Prices: cost.DefaultPrices(), Started: time.Now()}
+	for i, mode := range []manifest.Mode{manifest.Serverless, manifest.Dedicated} {
+		mr := &bench.ModeResult{Mode: mode, Requests: 10, Latency: loadgen.Latency{P50: 2, P99: 400}, Duration: 10, CostTotal: float64(i+1) * 1e-5}
+		for s := 0; s <= 10; s++ {
+			mr.Series.Instances = append(mr.Series.Instances, bench.InstancePoint{T: float64(s) + 0.5*float64(i), Ready: (s + i) % 3, Cost: float64(s*(i+1)) * 1e-6})
+			mr.Series.Latency = append(mr.Series.Latency, bench.LatencyPoint{T: float64(s), Requests: 1, P50: 2, P99: float64(2 + 100*((s+i)%3)), Max: 300})
+		}
+		rep.Modes = append(rep.Modes, mr)
+	}
+	checkHTML(t, rep)
+}
+
 // checkHTML opens the HTML report in headless Chromium, with no network,
-// and checks that its charts rendered: the browser laid out a line for
-// each mode in each chart, and the screenshot shows both modes' colours.
+// and checks that its charts rendered: uPlot drew a line for each mode in
+// each chart (its drawSeries hook counts them), and the screenshot shows
+// both modes' colours on its canvases and legends.
 func checkHTML(t *testing.T, rep *bench.Report) {
 	t.Helper()
 	chromium := findChromium(t)
@@ -333,9 +350,15 @@ func checkHTML(t *testing.T, rep *bench.Report) {
 	}
 	want := 3 * len(rep.Modes)
 	if n, _ := strconv.Atoi(string(m[1])); n != want {
-		t.Fatalf("%d chart lines laid out with a length, want %d (3 charts × %d modes)", n, want, len(rep.Modes))
+		t.Fatalf("%d chart lines drawn, want %d (3 charts × %d modes)", n, want, len(rep.Modes))
 	}
 	shot := filepath.Join(dir, "report.png")
+	if a := os.Getenv("TANDEM_ARTEFACTS"); a != "" {
+		if err := os.MkdirAll(filepath.Join(a, "bench"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		shot = filepath.Join(a, "bench", strings.ReplaceAll(t.Name(), "/", "_")+".png")
+	}
 	browse("--screenshot=" + shot)
 	sf, err := os.Open(shot)
 	if err != nil {

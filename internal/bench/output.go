@@ -12,6 +12,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
 	"tandem/internal/loadgen"
 	"tandem/internal/recommend"
 )
@@ -80,41 +83,40 @@ func fmtMS(v float64) string {
 	}
 }
 
-// bar draws a progress bar while a mode runs: on a terminal it redraws
-// one line; elsewhere it writes a line at the start and the end.
+// bar shows a mode's progress: on a terminal a progress bar
+// (schollz/progressbar) redrawn from the load generator's counters;
+// elsewhere a line at the start and one at the end.
 type bar struct {
 	w     io.Writer
+	pb    *progressbar.ProgressBar
 	done  chan struct{}
 	wg    sync.WaitGroup
 	label string
-	total int
-	d     time.Duration
 	p     *loadgen.Progress
 	start time.Time
-	tty   bool
 }
 
 func startBar(w io.Writer, label string, total int, d time.Duration, p *loadgen.Progress) *bar {
-	b := &bar{w: w, done: make(chan struct{}), label: label, total: total, d: d, p: p, start: time.Now()}
+	b := &bar{w: w, done: make(chan struct{}), label: label, p: p, start: time.Now()}
 	if w == nil {
 		return b
 	}
-	if f, ok := w.(*os.File); ok {
-		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			b.tty = true
-		}
-	}
-	if !b.tty {
+	if f, ok := w.(*os.File); !ok || !term.IsTerminal(int(f.Fd())) {
 		fmt.Fprintf(w, "%s: sending %d requests over %s\n", label, total, d)
 		return b
 	}
+	b.pb = progressbar.NewOptions(total, progressbar.OptionSetWriter(w), progressbar.OptionSetWidth(30),
+		progressbar.OptionSetDescription(fmt.Sprintf("%-10s", label)), progressbar.OptionShowCount(),
+		progressbar.OptionSetItsString("requests"), progressbar.OptionShowIts(), progressbar.OptionSetElapsedTime(true),
+		progressbar.OptionSetPredictTime(false), progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionSetRenderBlankState(true))
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
 		t := time.NewTicker(200 * time.Millisecond)
 		defer t.Stop()
 		for {
-			b.draw()
+			b.update()
 			select {
 			case <-b.done:
 				return
@@ -125,18 +127,13 @@ func startBar(w io.Writer, label string, total int, d time.Duration, p *loadgen.
 	return b
 }
 
-func (b *bar) draw() {
-	done := int(b.p.Done.Load())
-	elapsed := time.Since(b.start)
-	frac := 1.0
-	if b.total > 0 {
-		frac = float64(done) / float64(b.total)
+// update moves the bar to the generator's counters; the errors so far go
+// in its description.
+func (b *bar) update() {
+	if e := b.p.Errors.Load(); e > 0 {
+		b.pb.Describe(fmt.Sprintf("%-10s %d errors", b.label, e))
 	}
-	const width = 30
-	n := int(frac * width)
-	fmt.Fprintf(b.w, "\r%-10s [%s%s] %3.0f%% %d/%d requests, %d errors, %s/%s ",
-		b.label, strings.Repeat("#", n), strings.Repeat(".", width-n), frac*100, done, b.total, b.p.Errors.Load(),
-		elapsed.Round(100*time.Millisecond), b.d.Round(100*time.Millisecond))
+	b.pb.Set64(b.p.Done.Load())
 }
 
 func (b *bar) stop() {
@@ -145,8 +142,9 @@ func (b *bar) stop() {
 	}
 	close(b.done)
 	b.wg.Wait()
-	if b.tty {
-		b.draw()
+	if b.pb != nil {
+		b.update()
+		b.pb.Exit() // the bar stays as it is, even short of its total
 		fmt.Fprintln(b.w)
 		return
 	}

@@ -29,6 +29,14 @@
     if (v >= 10) { return v.toFixed(0) + " ms"; }
     return v.toFixed(1) + " ms";
   }
+  // fmtSmall writes a small amount with the digits its size needs, never
+  // an exponent: 0.000012, 0.5, 12.25.
+  function fmtSmall(v) {
+    var a = Math.abs(v);
+    if (a === 0) { return "0"; }
+    if (a >= 1) { return v.toLocaleString("en-US", { maximumFractionDigits: 2 }); }
+    return v.toFixed(Math.min(20, 1 - Math.floor(Math.log10(a)))).replace(/0+$/, "").replace(/\.$/, "");
+  }
   function fmtRate(v) { return v >= 10 ? v.toFixed(0) + "/s" : v.toFixed(1) + "/s"; }
   function fmtTime(t) { return new Date(t).toLocaleTimeString(); }
 
@@ -59,7 +67,7 @@
     var u = new uPlot({
       width: width, height: 220,
       scales: { x: { time: true }, y: { range: function (u, lo, hi) { return [0, Math.max(hi * 1.1, (opts && opts.minTop) || 1)]; } } },
-      axes: [{}, { size: 60, values: opts && opts.fmt ? function (u, vals) { return vals.map(opts.fmt); } : undefined }],
+      axes: [{}, { size: (opts && opts.size) || 60, values: opts && opts.fmt ? function (u, vals) { return vals.map(opts.fmt); } : undefined }],
       series: [{}].concat(series.map(function (s) {
         return { label: s.label, stroke: s.stroke, width: 2, spanGaps: false, paths: s.step ? uPlot.paths.stepped({ align: 1 }) : undefined,
           value: opts && opts.fmt ? function (u, v) { return v === null ? "–" : opts.fmt(v); } : undefined };
@@ -119,7 +127,7 @@
     chart("instances", "Instances (ready + starting)", ser, inst);
     chart("rate", "Requests per second", ser.map(function (s) { return { label: s.label, stroke: s.stroke }; }), per("rate"), { fmt: function (v) { return v.toFixed(1); } });
     chart("latency", "p99 latency (ms)", ser.map(function (s) { return { label: s.label, stroke: s.stroke }; }), per("p99_ms"), { fmt: function (v) { return v.toFixed(0); } });
-    chart("cost", "Cost over the last 24 h (" + (o.currency || "") + ")", ser.map(function (s) { return { label: s.label, stroke: s.stroke }; }), per("cost"), { minTop: 1e-6, fmt: function (v) { return v.toPrecision(2); } });
+    chart("cost", "Cost over the last 24 h (" + (o.currency || "") + ")", ser.map(function (s) { return { label: s.label, stroke: s.stroke }; }), per("cost"), { minTop: 1e-6, fmt: fmtSmall, size: 84 });
     renderEvents(o.events, true);
   }
 
@@ -174,7 +182,7 @@
     chart("rate", "Requests per second and queue", [{ label: "requests/s", stroke: "#1f77b4" }, { label: "queued", stroke: "#8c564b", step: true }],
       [s.t, s.rate, s.queued], { fmt: function (v) { return v.toFixed(1); } });
     chart("latency", "Latency (ms)", [{ label: "p50", stroke: "#1f77b4" }, { label: "p99", stroke: "#d62728" }], [s.t, s.p50_ms, s.p99_ms], { fmt: function (v) { return v.toFixed(0); } });
-    chart("cost", "Cost over the last 24 h (" + (o.currency || "") + ")", [{ label: d.mode, stroke: "#1f77b4" }], [s.t, s.cost], { minTop: 1e-6, fmt: function (v) { return v.toPrecision(2); } });
+    chart("cost", "Cost over the last 24 h (" + (o.currency || "") + ")", [{ label: d.mode, stroke: "#1f77b4" }], [s.t, s.cost], { minTop: 1e-6, fmt: fmtSmall, size: 84 });
     renderEvents(o.events, false);
   }
 
