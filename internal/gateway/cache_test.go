@@ -64,7 +64,7 @@ func newCacheDoors(t testing.TB, yaml string) *cacheDoors {
 		if cc := r.Header.Get("X-Answer-Cache-Control"); cc != "" {
 			w.Header().Set("Cache-Control", cc)
 		}
-		if r.Header.Get("X-Sleep") != "" {
+		if r.Header.Get("X-Delay") != "" {
 			time.Sleep(time.Millisecond)
 		}
 		switch {
@@ -304,7 +304,7 @@ func BenchmarkCache_V2(b *testing.B) {
 				body := strings.Replace(inferBody, `"r1"`, fmt.Sprintf(`"r%d"`, id), 1)
 				req, _ := http.NewRequest("POST", d.url+"/v2/models/m/infer", strings.NewReader(body))
 				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("X-Sleep", "1ms")
+				req.Header.Set("X-Delay", "1ms")
 				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
 					b.Fatal(err)
