@@ -146,12 +146,14 @@ func (c *Cache) Get(k Key, now time.Time) (*Entry, bool) {
 // Put keeps e under k, made for revision, stored at now; its expiry is the
 // configured TTL unless e.Expires is already earlier. It reports false,
 // keeping nothing, when the cache is off, revision is no longer current,
-// or e is larger than MaxBytes/MaxEntryFraction. Least recently used
+// e has expired already (max-age=0), or e is larger than
+// MaxBytes/MaxEntryFraction. Least recently used
 // entries are evicted to make room. e must not be modified afterwards.
 func (c *Cache) Put(k Key, revision string, e *Entry, now time.Time) bool {
 	st := c.state.Load()
 	size := e.Size()
-	if st.cfg.MaxBytes <= 0 || revision != st.rev || size > st.cfg.MaxBytes/MaxEntryFraction {
+	if st.cfg.MaxBytes <= 0 || revision != st.rev || size > st.cfg.MaxBytes/MaxEntryFraction ||
+		!e.Expires.IsZero() && !now.Before(e.Expires) {
 		return false
 	}
 	e.key, e.rev, e.size, e.Stored = k, revision, size, now

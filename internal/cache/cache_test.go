@@ -50,6 +50,11 @@ func TestCache_GetPut(t *testing.T) {
 	if _, ok := c.Get(keyOf("a"), t0.Add(2*time.Second)); ok {
 		t.Fatal("hit after the answer's max-age")
 	}
+	e = entry("A")
+	e.Expires = t0
+	if c.Put(keyOf("z"), "r1", e, t0) {
+		t.Fatal("kept an answer that had expired already")
+	}
 }
 
 func TestCache_Revision(t *testing.T) {
