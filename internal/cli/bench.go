@@ -54,7 +54,7 @@ func (o *trafficFlags) register(f *pflag.FlagSet, tickHelp string) {
 // request template; spec describes the traffic for reports.
 func (o *trafficFlags) load(cmd *cobra.Command) (m *manifest.Manifest, tr *trace.Trace, spec string, modes []manifest.Mode, prices *cost.Prices, target loadgen.Target, err error) {
 	if o.file == "" {
-		err = fmt.Errorf("-f MANIFEST is required")
+		err = usageErrorf("-f MANIFEST is required")
 		return
 	}
 	if m, err = manifest.Load(o.file); err != nil {
@@ -73,7 +73,7 @@ func (o *trafficFlags) load(cmd *cobra.Command) (m *manifest.Manifest, tr *trace
 	}
 	if pat == loadgen.Trace {
 		if o.traceFile == "" {
-			err = fmt.Errorf("--pattern trace needs --trace FILE")
+			err = usageErrorf("--pattern trace needs --trace FILE")
 			return
 		}
 		if tr, err = trace.Load(o.traceFile); err != nil {
@@ -89,7 +89,7 @@ func (o *trafficFlags) load(cmd *cobra.Command) (m *manifest.Manifest, tr *trace
 		}
 	} else {
 		if o.traceFile != "" {
-			err = fmt.Errorf("--trace is for --pattern trace (got --pattern %s)", pat)
+			err = usageErrorf("--trace is for --pattern trace (got --pattern %s)", pat)
 			return
 		}
 		s := loadgen.Spec{Pattern: pat, Rate: o.rate, Duration: o.duration, Seed: o.seed}
@@ -101,14 +101,14 @@ func (o *trafficFlags) load(cmd *cobra.Command) (m *manifest.Manifest, tr *trace
 			spec += fmt.Sprintf(" (seed %d)", o.seed)
 		}
 		if tr.Len() == 0 {
-			err = fmt.Errorf("%s gives no requests: raise --rate or --duration", spec)
+			err = usageErrorf("%s gives no requests: raise --rate or --duration", spec)
 			return
 		}
 	}
 	for _, s := range strings.Split(o.modes, ",") {
 		mode := manifest.Mode(strings.TrimSpace(s))
 		if mode != manifest.Serverless && mode != manifest.Dedicated {
-			err = fmt.Errorf("--modes: %q is not a mode (serverless, dedicated)", s)
+			err = usageErrorf("--modes: %q is not a mode (serverless, dedicated)", s)
 			return
 		}
 		modes = append(modes, mode)
@@ -129,7 +129,7 @@ func (o *trafficFlags) load(cmd *cobra.Command) (m *manifest.Manifest, tr *trace
 	for _, h := range o.headers {
 		k, v, ok := strings.Cut(h, ":")
 		if !ok {
-			err = fmt.Errorf("--header %q: want Name: value", h)
+			err = usageErrorf("--header %q: want Name: value", h)
 			return
 		}
 		target.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))

@@ -271,7 +271,7 @@ func invokeCmd() *cobra.Command {
 			for _, h := range headers {
 				k, v, ok := strings.Cut(h, ":")
 				if !ok {
-					return fmt.Errorf("--header %q: want Name: value", h)
+					return usageErrorf("--header %q: want Name: value", h)
 				}
 				req.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
 			}
