@@ -93,4 +93,3 @@ func flip(c byte) byte {
 	}
 	return 'A'
 }
-
