@@ -110,7 +110,7 @@
     var old = document.getElementById("deployments");
     if (old) { old.replaceWith(table); } else {
       main.appendChild(el("h2", { text: "Deployments" }));
-      main.appendChild(table);
+      main.appendChild(el("div", { "class": "scroll", id: "table-box" }, [table]));
       main.appendChild(el("h2", { text: "Over the last minutes" }));
       main.appendChild(el("div", { "class": "charts" }, [
         el("div", { "class": "chart", id: "instances" }), el("div", { "class": "chart", id: "rate" }),
@@ -125,8 +125,8 @@
       return d.series.ready.map(function (v, i) { return v === null ? null : v + d.series.starting[i]; });
     }));
     chart("instances", "Instances (ready + starting)", ser, inst);
-    chart("rate", "Requests per second", ser.map(function (s) { return { label: s.label, stroke: s.stroke }; }), per("rate"), { fmt: function (v) { return v.toFixed(1); } });
-    chart("latency", "p99 latency (ms)", ser.map(function (s) { return { label: s.label, stroke: s.stroke }; }), per("p99_ms"), { fmt: function (v) { return v.toFixed(0); } });
+    chart("rate", "Requests per second", ser.map(function (s) { return { label: s.label, stroke: s.stroke }; }), per("rate"), { fmt: fmtSmall });
+    chart("latency", "p99 latency (ms)", ser.map(function (s) { return { label: s.label, stroke: s.stroke }; }), per("p99_ms"), { fmt: fmtSmall });
     chart("cost", "Cost over the last 24 h (" + (o.currency || "") + ")", ser.map(function (s) { return { label: s.label, stroke: s.stroke }; }), per("cost"), { minTop: 1e-6, fmt: fmtSmall, size: 84 });
     renderEvents(o.events, true);
   }
@@ -180,8 +180,8 @@
       { label: "ready", stroke: stateColors.ready, step: true }, { label: "starting", stroke: stateColors.starting, step: true },
       { label: "draining", stroke: stateColors.draining, step: true }], [s.t, s.ready, s.starting, s.draining]);
     chart("rate", "Requests per second and queue", [{ label: "requests/s", stroke: "#1f77b4" }, { label: "queued", stroke: "#8c564b", step: true }],
-      [s.t, s.rate, s.queued], { fmt: function (v) { return v.toFixed(1); } });
-    chart("latency", "Latency (ms)", [{ label: "p50", stroke: "#1f77b4" }, { label: "p99", stroke: "#d62728" }], [s.t, s.p50_ms, s.p99_ms], { fmt: function (v) { return v.toFixed(0); } });
+      [s.t, s.rate, s.queued], { fmt: fmtSmall });
+    chart("latency", "Latency (ms)", [{ label: "p50", stroke: "#1f77b4" }, { label: "p99", stroke: "#d62728" }], [s.t, s.p50_ms, s.p99_ms], { fmt: fmtSmall });
     chart("cost", "Cost over the last 24 h (" + (o.currency || "") + ")", [{ label: d.mode, stroke: "#1f77b4" }], [s.t, s.cost], { minTop: 1e-6, fmt: fmtSmall, size: 84 });
     renderEvents(o.events, false);
   }
