@@ -83,6 +83,9 @@ func (b *Backend) FollowLogs(ctx context.Context, deployment string, tail int, w
 // unless it is longer than a read chunk: that is written in pieces, under
 // one prefix.
 func copyNewLines(w *bufio.Writer, path, prefix string, st *followed, tail int) error {
+	if fi, err := os.Stat(path); err == nil && fi.Size() == st.off && tail <= 0 {
+		return nil // nothing new: the usual case, without an open
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return err
