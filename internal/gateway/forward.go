@@ -17,6 +17,7 @@ import (
 
 	"tandem/internal/pool"
 	"tandem/internal/problem"
+	"tandem/internal/tracing"
 )
 
 // DefaultUpgradeIdle is how long an upgraded connection (a WebSocket) may
@@ -122,6 +123,8 @@ func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, r *http.Re
 	}
 
 	var resp *http.Response
+	var call tracing.Call // each attempt's span, when traced
+	defer call.End()
 	for attempt := 0; ; attempt++ {
 		x.out = http.Request{
 			Method:        r.Method,
@@ -135,11 +138,15 @@ func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, r *http.Re
 			Trailer:       trailer,
 			Host:          lease.Instance.Addr,
 		}
+		call.Start(ctx, lease.Instance.ID, attempt+1)
+		call.Inject(h)
 		var err error
 		resp, err = lease.Instance.Raw.Send(ctx, &x.out, x.relay1xx)
 		if err == nil {
+			call.Answered(resp.StatusCode)
 			break
 		}
+		call.Fail(err)
 		if attempt == 0 && rt.Reacquire != nil && x.retryable(ctx, r, err) {
 			if next, aerr := rt.Reacquire(ctx, lease.Instance); aerr == nil {
 				defer next.Release()

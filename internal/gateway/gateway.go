@@ -99,7 +99,7 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sw := &statusWriter{ResponseWriter: w}
-	lease, err := d.Pool.Acquire(r.Context()) // the pool bounds the wait itself
+	lease, err := acquire(r.Context(), d.Pool) // the pool bounds the wait itself
 	if err != nil {
 		sw.Header().Set(HeaderColdStart, "false")
 		problem.Write(sw, err)

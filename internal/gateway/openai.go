@@ -172,7 +172,7 @@ func (o *openAI) serve(w http.ResponseWriter, r *http.Request, path string) {
 		return
 	}
 	uw := &usageWriter{ResponseWriter: w}
-	lease, err := ex.Deployment.Pool.Acquire(r.Context()) // the pool bounds the wait itself
+	lease, err := acquire(r.Context(), ex.Deployment.Pool) // the pool bounds the wait itself
 	if err != nil {
 		w.Header().Set(HeaderColdStart, "false")
 		writeOpenAIError(uw, err)

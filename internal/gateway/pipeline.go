@@ -12,6 +12,7 @@ import (
 	"tandem/internal/inference"
 	"tandem/internal/pool"
 	"tandem/internal/problem"
+	"tandem/internal/tracing"
 )
 
 // Protocol names the door an exchange came in through; it labels metrics.
@@ -43,6 +44,7 @@ type Exchange struct {
 	finished bool
 	hit      bool // answered from the response cache (cache.go)
 	onFinish []func(*Exchange, Result)
+	span     tracing.Span // the request's gateway span, when traced
 }
 
 // Result is how an exchange ended, as its finish hooks see it.
@@ -86,9 +88,9 @@ func (g *Gateway) Begin(ctx context.Context, proto Protocol, model string, h htt
 	if !ok {
 		return nil, problem.New(http.StatusNotFound, "model_not_found", fmt.Sprintf("model %q is not deployed", model)).WithField("name")
 	}
-	ex := &Exchange{Protocol: proto, Model: model, Deployment: d, Header: h, Start: time.Now()}
+	ex := &Exchange{Protocol: proto, Model: model, Deployment: d, Header: h, Start: time.Now(), span: tracing.FromContext(ctx)}
 	for _, s := range g.stages {
-		if err := s.Admit(ctx, ex); err != nil {
+		if err := admit(ctx, s, ex); err != nil {
 			pe := problem.From(err)
 			ex.Finish(pe.Status, false, pe)
 			return nil, pe
@@ -122,6 +124,7 @@ func (ex *Exchange) Finish(status int, cold bool, err error) {
 	for _, f := range ex.onFinish {
 		f(ex, Result{Status: status, Took: took, Cold: cold, Served: served})
 	}
+	ex.span.Finish(ex.Protocol, ex.Model, ex.Tenant, status, cold)
 }
 
 // Timeout is the deployment's timeouts.request: the bound on the exchange
@@ -172,7 +175,7 @@ var _ inference.Upstream = upstream{}
 
 func (u upstream) Do(ctx context.Context, req *http.Request) (*http.Response, bool, error) {
 	d := u.d
-	lease, err := d.Pool.Acquire(ctx)
+	lease, err := acquire(ctx, d.Pool)
 	if err != nil {
 		return nil, false, err
 	}
@@ -181,7 +184,9 @@ func (u upstream) Do(ctx context.Context, req *http.Request) (*http.Response, bo
 	}
 	name := d.Manifest().Name
 	rctx, cancel := context.WithTimeout(ctx, d.Manifest().Timeouts.Request.D())
-	resp, err := roundTrip(rctx, lease, req)
+	var call tracing.Call
+	call.Start(ctx, lease.Instance.ID, 1)
+	resp, err := roundTrip(rctx, lease, req, &call)
 	if err != nil && retryable(req, err) {
 		if next, aerr := d.Pool.AcquireExcept(rctx, lease.Instance); aerr == nil {
 			d.Metrics.Retries.Inc()
@@ -189,20 +194,25 @@ func (u upstream) Do(ctx context.Context, req *http.Request) (*http.Response, bo
 			cold := lease.ColdStart
 			lease = next
 			lease.ColdStart = lease.ColdStart || cold
-			resp, err = roundTrip(rctx, lease, req)
+			call.Fail(err)
+			call.Start(ctx, lease.Instance.ID, 2)
+			resp, err = roundTrip(rctx, lease, req, &call)
 		}
 	}
 	if err != nil {
+		call.Fail(err)
 		cancel()
 		lease.Release()
 		return nil, lease.ColdStart, pool.UpstreamError(rctx, name, lease.Instance, err)
 	}
-	resp.Body = &leaseBody{ReadCloser: resp.Body, lease: lease, cancel: cancel}
+	call.Answered(resp.StatusCode)
+	resp.Body = &leaseBody{ReadCloser: resp.Body, lease: lease, cancel: cancel, call: call}
 	return resp, lease.ColdStart, nil
 }
 
-func roundTrip(ctx context.Context, lease *pool.Lease, req *http.Request) (*http.Response, error) {
+func roundTrip(ctx context.Context, lease *pool.Lease, req *http.Request, call *tracing.Call) (*http.Response, error) {
 	out := req.Clone(ctx)
+	call.Inject(out.Header)
 	out.URL.Scheme = "http"
 	out.URL.Host = lease.Instance.Addr
 	out.Host = lease.Instance.Addr
@@ -230,10 +240,12 @@ type leaseBody struct {
 	io.ReadCloser
 	lease  *pool.Lease
 	cancel context.CancelFunc
+	call   tracing.Call // ends when the answer has been read
 }
 
 func (b *leaseBody) Close() error {
 	err := b.ReadCloser.Close()
+	b.call.End()
 	b.cancel()
 	b.lease.Release()
 	return err

@@ -11,12 +11,14 @@ import (
 	"tandem/internal/batcher"
 	"tandem/internal/manifest"
 	"tandem/internal/problem"
+	"tandem/internal/tracing"
 )
 
 type batchItem struct {
 	model Model
 	req   *InferRequest
 	rows  int64
+	wait  tracing.Span // the request's batch wait, ended when the batch runs
 }
 
 type batchResult struct {
@@ -108,6 +110,8 @@ func onlyFormatParams(ps map[string]any, format string) bool {
 // runBatch stacks the requests of one batch along the first dimension,
 // makes one call, and splits the outputs back by rows.
 func (s *Service) runBatch(ctx context.Context, items []*batchItem) ([]batchResult, error) {
+	ctx, span := batchRuns(ctx, items)
+	defer span.End(nil)
 	m := items[0].model
 	if len(items) == 1 {
 		resp, cold, err := s.call(ctx, m, items[0].req)

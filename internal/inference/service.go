@@ -19,6 +19,7 @@ import (
 
 	"tandem/internal/manifest"
 	"tandem/internal/problem"
+	"tandem/internal/tracing"
 )
 
 // HeaderColdStart is set on every infer response: true when the request
@@ -213,7 +214,9 @@ func (s *Service) infer(ctx context.Context, m Model, req *InferRequest) (*Infer
 		case rows > int64(mb.cfg.MaxBatchSize):
 			s.metrics.alone(m.Name, "too_many_rows")
 		default:
-			r, err := mb.b.Do(ctx, key, int(rows), &batchItem{model: m, req: req, rows: rows})
+			_, wait := tracing.FromContext(ctx).Start(ctx, tracing.SpanBatchWait)
+			r, err := mb.b.Do(ctx, key, int(rows), &batchItem{model: m, req: req, rows: rows, wait: wait})
+			wait.End(err)
 			if err != nil {
 				return nil, false, err
 			}

@@ -32,7 +32,7 @@ func (h grpcStats) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.C
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	ctx = h.t.prop.Extract(ctx, metadataCarrier(md))
-	ctx, span := h.t.tracer.Start(ctx, SpanGateway, trace.WithSpanKind(trace.SpanKindServer))
+	ctx, span := h.t.tracer.Start(ctx, SpanGateway, serverSpan...)
 	if span.IsRecording() {
 		service, method, _ := strings.Cut(strings.TrimPrefix(info.FullMethodName, "/"), "/")
 		span.SetAttributes(semconv.RPCSystemNameGRPC, semconv.RPCMethod(service+"/"+method))

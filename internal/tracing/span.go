@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"time"
+	"unsafe"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -229,7 +230,7 @@ func (c *Call) Inject(h http.Header) {
 	if !c.sc.IsValid() {
 		return
 	}
-	h["Traceparent"] = []string{Traceparent(c.sc)}
+	h["Traceparent"] = traceparentValue(c.sc)
 	if ts := c.sc.TraceState(); ts.Len() > 0 {
 		h["Tracestate"] = []string{ts.String()}
 	} else if _, ok := h["Tracestate"]; ok {
@@ -266,6 +267,27 @@ func (c *Call) End() {
 // Traceparent formats sc as a W3C traceparent header value (version 00).
 func Traceparent(sc trace.SpanContext) string {
 	var b [55]byte
+	formatTraceparent(&b, sc)
+	return string(b[:])
+}
+
+// headerValue is a one-value header and the value's bytes in a single
+// allocation: every request that is traced, sampled or not, sends one.
+type headerValue struct {
+	v [1]string
+	b [55]byte
+}
+
+// traceparentValue returns sc's traceparent as a header's values. The
+// string shares the allocation of its bytes, which nothing writes again.
+func traceparentValue(sc trace.SpanContext) []string {
+	hv := new(headerValue)
+	formatTraceparent(&hv.b, sc)
+	hv.v[0] = unsafe.String(&hv.b[0], len(hv.b))
+	return hv.v[:]
+}
+
+func formatTraceparent(b *[55]byte, sc trace.SpanContext) {
 	tid, sid := sc.TraceID(), sc.SpanID()
 	b[0], b[1], b[2] = '0', '0', '-'
 	hex.Encode(b[3:35], tid[:])
@@ -274,5 +296,4 @@ func Traceparent(sc trace.SpanContext) string {
 	b[52] = '-'
 	f := [1]byte{byte(sc.TraceFlags())}
 	hex.Encode(b[53:55], f[:])
-	return string(b[:])
 }

@@ -202,8 +202,11 @@ func (t *Tracer) Handler(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		ctx := t.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-		ctx, span := t.tracer.Start(ctx, SpanGateway, trace.WithSpanKind(trace.SpanKindServer))
+		ctx := r.Context()
+		if _, ok := r.Header["Traceparent"]; ok { // Get would allocate the canonical key every time
+			ctx = t.prop.Extract(ctx, propagation.HeaderCarrier(r.Header))
+		}
+		ctx, span := t.tracer.Start(ctx, SpanGateway, serverSpan...)
 		defer span.End()
 		if span.IsRecording() {
 			span.SetAttributes(
@@ -215,6 +218,9 @@ func (t *Tracer) Handler(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
+
+// serverSpan is built once: options passed one by one allocate per call.
+var serverSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
 
 // untraced: the health checks that orchestrators call every few seconds.
 func untraced(path string) bool {

@@ -137,8 +137,8 @@ func TestTraceparent_MatchesW3CPropagator(t *testing.T) {
 	ts, _ := trace.ParseTraceState("vendor=x")
 	for _, flags := range []trace.TraceFlags{0, trace.FlagsSampled} {
 		sc := trace.NewSpanContext(trace.SpanContextConfig{
-			TraceID: trace.TraceID{0x4b, 0xf9, 0x2f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0xff},
-			SpanID:  trace.SpanID{0, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7},
+			TraceID:    trace.TraceID{0x4b, 0xf9, 0x2f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0xff},
+			SpanID:     trace.SpanID{0, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7},
 			TraceFlags: flags, TraceState: ts,
 		})
 		h := http.Header{}
