@@ -17,12 +17,14 @@ import (
 func serveCmd() *cobra.Command {
 	cfg := server.Config{Limits: gateway.DefaultLimits}
 	var logLevel string
+	var sample float64
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the gateway, the control API and the autoscaler",
 		Example: `  tandem serve
   tandem serve --listen 0.0.0.0:8080 --auth keys --data-dir /var/lib/tandem
-  tandem serve --backend docker --log-level debug`,
+  tandem serve --backend docker --log-level debug
+  tandem serve --otlp-endpoint http://127.0.0.1:4318 --trace-sample 0.01`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var level slog.Level
@@ -36,6 +38,9 @@ func serveCmd() *cobra.Command {
 			cfg.GRPCRequired = cmd.Flags().Changed("grpc-listen")
 			cfg.Version = Version
 			cfg.AdminToken = server.TokenFromEnv()
+			if cmd.Flags().Changed("trace-sample") {
+				cfg.Tracing.Sample = &sample
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return server.Run(ctx, cfg)
@@ -59,5 +64,7 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "Kubernetes backend: kubeconfig file (in a cluster: empty uses the pod's service account)")
 	f.StringVar(&cfg.KubeNamespace, "kube-namespace", "tandem", "Kubernetes backend: namespace of the models' objects")
 	f.BoolVar(&cfg.KubeHostNetwork, "kube-host-network", false, "Kubernetes backend: run model pods on the node's network")
+	f.StringVar(&cfg.Tracing.Endpoint, "otlp-endpoint", "", "export request traces to this OpenTelemetry collector, e.g. http://127.0.0.1:4318 (default $OTEL_EXPORTER_OTLP_ENDPOINT; none: off); see docs/tracing.md")
+	f.Float64Var(&sample, "trace-sample", 0, "fraction of requests traced, 0 to 1, unless the caller's traceparent decided (default $OTEL_TRACES_SAMPLER, else all)")
 	return cmd
 }

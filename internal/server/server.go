@@ -36,6 +36,7 @@ import (
 	"tandem/internal/runtime/onnx"
 	"tandem/internal/store"
 	"tandem/internal/tenant"
+	"tandem/internal/tracing"
 )
 
 // Config is what `tandem serve` is told. The zero value of an optional
@@ -70,7 +71,10 @@ type Config struct {
 	// control API listeners serve TLS.
 	TLSCert, TLSKey string
 	// Limits bound what clients may send to both listeners.
-	Limits  gateway.Limits
+	Limits gateway.Limits
+	// Tracing says where request spans go (--otlp-endpoint, OTEL_*); off
+	// when it names no endpoint.
+	Tracing tracing.Config
 	Version string
 	Logger  *slog.Logger
 }
@@ -98,6 +102,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	stack.push(func() { st.Close() })
+	tracer, err := openTracing(ctx, cfg, log, &stack)
+	if err != nil {
+		return err
+	}
 	audit, err := openAudit(dataDir, &stack)
 	if err != nil {
 		return err
@@ -193,11 +201,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	gw.Handle("/v2", v2.Handler())
 	gw.Handle("/v2/", v2.Handler())
 	gw.MountOpenAI(m.Registry) // /v1/: the OpenAI-compatible door
-	gsrv := gateway.NewHTTPServer(gw, cfg.Limits)
+	gsrv := gateway.NewHTTPServer(tracer.Handler(gw), cfg.Limits)
 
 	errc := make(chan error, 3)
 	if grpcL != nil {
-		gs := v2.GRPCServer()
+		gs := v2.GRPCServer(tracer.GRPCOptions()...)
 		go func() { errc <- gs.Serve(grpcL) }()
 		stack.push(gs.GracefulStop)
 	}
@@ -241,6 +249,26 @@ func openTenants(st *store.Store, prices *cost.Prices, log *slog.Logger, stack *
 	go func() { defer close(done); reg.Run(ctx, 10*time.Second) }()
 	stack.push(func() { cancel(); <-done })
 	return reg, nil
+}
+
+// openTracing starts exporting request spans when cfg asks for it; they
+// are flushed after the listeners have closed. A nil Tracer is off.
+func openTracing(ctx context.Context, cfg Config, log *slog.Logger, stack *stopStack) (*tracing.Tracer, error) {
+	tc := cfg.Tracing
+	tc.Version = cfg.Version
+	t, err := tracing.New(ctx, tc)
+	if err != nil || t == nil {
+		return nil, err
+	}
+	log.Info("tracing on: exporting request spans over OTLP", "endpoint", tc.Endpoint)
+	stack.push(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), tracing.ShutdownTimeout)
+		defer cancel()
+		if err := t.Shutdown(sctx); err != nil {
+			log.Warn("tracing: the last spans were not exported", "err", err)
+		}
+	})
+	return t, nil
 }
 
 func shutdownHTTP(s *http.Server) {
