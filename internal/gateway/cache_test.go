@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -68,6 +69,11 @@ func newCacheDoors(t testing.TB, yaml string) *cacheDoors {
 			time.Sleep(time.Millisecond)
 		}
 		switch {
+		case r.URL.Path == "/cut": // dies in the middle of its answer
+			w.Header().Set("Content-Length", "100")
+			io.WriteString(w, "the first bytes")
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
 		case strings.HasSuffix(r.URL.Path, "/infer"):
 			v2Instance(w, r)
 		case strings.HasPrefix(r.URL.Path, "/v1/"):
@@ -290,6 +296,48 @@ func TestCache_OnlySuccess(t *testing.T) {
 	if n := d.served.Load(); n != 2 {
 		t.Fatalf("instances answered %d, want 2", n)
 	}
+}
+
+// An answer cut short by the instance is never kept; identical misses at
+// once all go to instances, and what they keep is then served.
+func TestCache_CutAndConcurrent(t *testing.T) {
+	d := newCacheDoors(t, "name: m\nmode: dedicated\nruntime: {command: [x]}\ncache: {}\n")
+	for i := range 2 {
+		// The gateway cuts the client's connection too: before or after
+		// the head, the client sees an error, never a whole answer.
+		resp, err := http.Get(d.url + "/models/m/cut")
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if got := resp.Header.Get(gateway.HeaderCache); got != "miss" {
+				t.Fatalf("cut answer %d: %s %q, want miss", i, gateway.HeaderCache, got)
+			}
+		}
+		if err == nil {
+			t.Fatalf("cut answer %d looked whole", i)
+		}
+	}
+	if n := d.served.Load(); n != 2 {
+		t.Fatalf("instances answered %d, want 2 (the cut answer must not be kept)", n)
+	}
+
+	const n = 16
+	var wg sync.WaitGroup
+	bodies := make([]string, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, body := d.do(t, "POST", "/v2/models/m/infer", inferBody)
+			if resp.StatusCode != 200 {
+				t.Errorf("%d: %d %s", i, resp.StatusCode, body)
+			}
+			bodies[i] = body
+		}()
+	}
+	wg.Wait()
+	resp, body := d.do(t, "POST", "/v2/models/m/infer", inferBody)
+	expect(t, "after the burst", resp, body, "hit", bodies[0])
 }
 
 // BenchmarkCache_V2 is the figure "cache hit latency vs miss": v2 infer
