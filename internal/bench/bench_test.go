@@ -335,6 +335,7 @@ func checkHTML(t *testing.T, rep *bench.Report) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, chromium, append(append(base, args...), "file://"+page)...)
+		cmd.Env = append(os.Environ(), "TMPDIR="+dir) // nothing of Chromium's left in /tmp
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()

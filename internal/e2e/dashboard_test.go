@@ -202,6 +202,8 @@ func newBrowser(t *testing.T) *browser {
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
 		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1400, 1100),
+		// Chromium leaves its singleton socket folder in TMPDIR when killed.
+		chromedp.Env("TMPDIR="+t.TempDir()),
 		// No network but loopback (which Chromium never proxies).
 		chromedp.ProxyServer("127.0.0.1:9"), chromedp.Flag("disable-quic", true))
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
