@@ -308,6 +308,7 @@ func (ex *Exchange) cachePassThrough(w http.ResponseWriter, r *http.Request) (ht
 				fmt.Sprintf("model %q: the request body did not arrive within timeouts.request", ex.Model))
 		}
 		w.Header().Set(HeaderColdStart, "false")
+		w.Header().Set("Connection", "close") // or net/http reads the rest of the body first
 		problem.Write(w, pe)
 		ex.Finish(pe.Status, false, pe)
 		return w, true

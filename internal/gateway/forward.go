@@ -392,6 +392,10 @@ func (x *exchange) fail(ctx context.Context, model string, in *pool.Instance, er
 	if x.writeError != nil {
 		write = x.writeError
 	}
+	// The connection ends with this answer: net/http would otherwise read
+	// (discard) what is left of the client's body before sending it, and a
+	// body that trickles would hold the answer back as long as it likes.
+	x.w.Header().Set("Connection", "close")
 	if x.err != nil {
 		if errors.Is(x.err, os.ErrDeadlineExceeded) {
 			write(x.w, problem.New(http.StatusRequestTimeout, "body_timeout",

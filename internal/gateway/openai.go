@@ -238,6 +238,11 @@ func readOpenAIBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	defer rc.SetReadDeadline(time.Time{})
 	buf := bytes.NewBuffer(make([]byte, 0, max(r.ContentLength, 512)))
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxOpenAIBody))
+	if err != nil {
+		// The answer ends the connection: net/http would otherwise read
+		// what is left of the body before sending it.
+		w.Header().Set("Connection", "close")
+	}
 	var mbe *http.MaxBytesError
 	switch {
 	case err == nil:

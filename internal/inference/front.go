@@ -128,7 +128,7 @@ func (s *Service) inPipeline(w http.ResponseWriter, r *http.Request, name string
 	if t := ex.Timeout(); t > 0 && r.Body != nil && r.Body != http.NoBody {
 		rc := http.NewResponseController(w)
 		if rc.SetReadDeadline(time.Now().Add(t)) == nil {
-			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc, limit: t}
+			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc, limit: t, h: w.Header()}
 		}
 	}
 	h(c, r)
@@ -140,6 +140,7 @@ type deadlineBody struct {
 	io.ReadCloser
 	rc    *http.ResponseController
 	limit time.Duration
+	h     http.Header // the answer's
 	done  bool
 }
 
@@ -148,6 +149,11 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 	if err != nil && !b.done {
 		b.done = true
 		b.rc.SetReadDeadline(time.Time{})
+		if err != io.EOF {
+			// The answer ends the connection: net/http would otherwise
+			// read what is left of the body before sending it.
+			b.h.Set("Connection", "close")
+		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			err = ErrBodyTimeout(b.limit)
 		}
