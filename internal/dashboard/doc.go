@@ -5,9 +5,9 @@
 // recent events, with charts over the last minutes.
 //
 // Who owns what: one goroutine (Run) takes a sample every second from the
-// controller's status, the Prometheus registry and the cost meter, and
-// appends it to a ring buffer of samples and one of events (derived by
-// comparing a sample with the one before). Readers (the HTTP handlers)
+// controller's status, the Prometheus registry and (every ten seconds) the
+// cost meter, and appends it to a ring buffer of samples and one of events
+// (derived by comparing a sample with the one before). Readers (the HTTP handlers)
 // take the mutex only to copy what they answer from. So a page opened
 // fresh shows the last minutes, the page polls /ui/api/overview every
 // second, and nothing on the request path does any work for the dashboard.

@@ -99,14 +99,15 @@ func TestDashboard(t *testing.T) {
 	check := func(page string) {
 		t.Helper()
 		js := `(function () { var e = document.querySelector('[data-field="cost"]'); return e ? e.textContent : ""; })()`
-		b.wait(page+": the cost `tandem cost` shows, "+want[0], 5*time.Second, fmt.Sprintf(`%s === %q`, js, want[0]))
+		// The dashboard reads the cost report every 10 s.
+		b.wait(page+": the cost `tandem cost` shows, "+want[0], 15*time.Second, fmt.Sprintf(`%s === %q`, js, want[0]))
 	}
 	check("deployment page")
 	b.shot("deployment.png")
 	b.open(ui)
 	b.wait("the overview", 10*time.Second, `window.tandemDashboard.updates >= 1 && !!document.querySelector('tr[data-deployment="dash"]')`)
 	var cells map[string]string
-	b.wait("the overview's cost", 5*time.Second, fmt.Sprintf(`document.querySelector('tr[data-deployment="dash"] [data-field="cost"]').textContent === %q`, want[0]))
+	b.wait("the overview's cost", 15*time.Second, fmt.Sprintf(`document.querySelector('tr[data-deployment="dash"] [data-field="cost"]').textContent === %q`, want[0]))
 	b.eval(`(function () { var o = {}; document.querySelectorAll('tr[data-deployment="dash"] [data-field]').forEach(function (e) { o[e.dataset.field] = e.textContent; }); return o; })()`, &cells)
 	// At zero a serverless deployment's cost stops, and so does what it
 	// would have cost as serverless; as dedicated it would still be paying
