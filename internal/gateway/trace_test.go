@@ -211,7 +211,9 @@ func TestTracing_ColdStartPassThrough(t *testing.T) {
 		spanAttr(gw, "tandem.cold_start") != "true" || spanAttr(gw, "tandem.protocol") != "http" {
 		t.Fatalf("gateway span attributes %v", gw.Attributes)
 	}
-	under := func(s tracetest.SpanStub, p tracetest.SpanStub) bool { return s.Parent.SpanID() == p.SpanContext.SpanID() }
+	under := func(s tracetest.SpanStub, p tracetest.SpanStub) bool {
+		return s.Parent.SpanID() == p.SpanContext.SpanID()
+	}
 	for _, name := range []string{"authenticate", tracing.SpanQueue, tracing.SpanColdStart, tracing.SpanCall} {
 		if s := spanNamed(t, spans, name); len(s) != 1 || !under(s[0], gw) {
 			t.Errorf("%s: %d spans, want one under the gateway span", name, len(s))

@@ -31,8 +31,14 @@ func (h grpcStats) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.C
 		return ctx
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	ctx = h.t.prop.Extract(ctx, metadataCarrier(md))
-	ctx, span := h.t.tracer.Start(ctx, SpanGateway, serverSpan...)
+	pctx := ctx
+	if len(md["traceparent"]) > 0 {
+		pctx = h.t.prop.Extract(ctx, metadataCarrier(md))
+	}
+	if !h.t.sampler.sample(trace.SpanContextFromContext(pctx)) {
+		return ctx
+	}
+	ctx, span := h.t.tracer.Start(pctx, SpanGateway, serverSpan...)
 	if span.IsRecording() {
 		service, method, _ := strings.Cut(strings.TrimPrefix(info.FullMethodName, "/"), "/")
 		span.SetAttributes(semconv.RPCSystemNameGRPC, semconv.RPCMethod(service+"/"+method))
@@ -46,7 +52,10 @@ func (grpcStats) HandleRPC(ctx context.Context, s stats.RPCStats) {
 		return
 	}
 	span := trace.SpanFromContext(ctx)
-	if end.Error != nil && span.IsRecording() {
+	if !span.IsRecording() {
+		return // not sampled
+	}
+	if end.Error != nil {
 		st, _ := status.FromError(end.Error)
 		span.SetAttributes(semconv.RPCResponseStatusCode(st.Code().String()))
 		span.SetStatus(codes.Error, st.Message())

@@ -213,10 +213,7 @@ func (c *Call) start(ctx context.Context, instance string, attempt int) {
 	c.End()
 	parent := trace.SpanFromContext(ctx)
 	if !parent.IsRecording() {
-		// Not sampled: no span, but the instance still learns the
-		// decision (and the trace) from the request's traceparent.
-		c.sc = parent.SpanContext()
-		return
+		return // not traced: the caller's traceparent, if any, goes on as sent
 	}
 	_, c.span = tracerOf(parent).Start(ctx, SpanCall, trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(AttrInstance.String(instance), AttrAttempt.Int(attempt)))

@@ -8,8 +8,10 @@
 // Tracing is off unless `tandem serve --otlp-endpoint` or the standard
 // OTEL_EXPORTER_OTLP_ENDPOINT variables name a collector. Off, the request
 // path makes one check (Enabled, an atomic load) and allocates nothing for
-// tracing; on, a request that is not sampled gets a span that records
-// nothing, and its traceparent is still passed on.
+// tracing. On, the sampler decides as a request arrives; one that is not
+// sampled goes through as if tracing were off (the caller's traceparent, if
+// any, reaches the instance as sent), so a low sampling rate costs little
+// more than off.
 //
 // Who owns what: a Tracer owns its provider and exporter; Shutdown flushes
 // them. The gateway starts a request's span in Handler (HTTP) or the gRPC
@@ -52,8 +54,9 @@ type Config struct {
 	// OTEL_EXPORTER_OTLP_PROTOCOL=grpc. "" means the environment's, if any.
 	Endpoint string
 	// Sample, when not nil, is the fraction of requests traced (0 to 1) that
-	// did not come with a caller's sampling decision; nil means
-	// OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG, else every request.
+	// did not come with a caller's sampling decision (parent-based); nil
+	// means OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG, else every
+	// request.
 	Sample *float64
 	// Version is tandem's, recorded as service.version.
 	Version string
@@ -65,10 +68,11 @@ type Config struct {
 // Tracer exports the spans of one tandem server. A nil *Tracer is off:
 // its methods do nothing and its wrappers return what they were given.
 type Tracer struct {
-	tp     *sdktrace.TracerProvider
-	tracer trace.Tracer
-	prop   propagation.TraceContext
-	done   atomic.Bool
+	tp      *sdktrace.TracerProvider
+	tracer  trace.Tracer
+	prop    propagation.TraceContext
+	sampler sampler
+	done    atomic.Bool
 }
 
 // live counts the tracers not yet shut down: the request path's one check.
@@ -86,8 +90,17 @@ func Enabled() bool { return live.Load() > 0 }
 // endpoint in cfg or the environment, OTEL_SDK_DISABLED=true, or
 // OTEL_TRACES_EXPORTER=none). Nothing is sent before the first span.
 func New(ctx context.Context, cfg Config) (*Tracer, error) {
-	if cfg.Sample != nil && (*cfg.Sample < 0 || *cfg.Sample > 1) {
-		return nil, fmt.Errorf("--trace-sample %g: want a fraction from 0 to 1", *cfg.Sample)
+	var smp sampler
+	if cfg.Sample != nil {
+		if *cfg.Sample < 0 || *cfg.Sample > 1 {
+			return nil, fmt.Errorf("--trace-sample %g: want a fraction from 0 to 1", *cfg.Sample)
+		}
+		smp = newSampler(*cfg.Sample, true)
+	} else {
+		var err error
+		if smp, err = samplerFromEnv(); err != nil {
+			return nil, err
+		}
 	}
 	exp := cfg.Exporter
 	if exp == nil {
@@ -107,12 +120,11 @@ func New(ctx context.Context, cfg Config) (*Tracer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
-	opts := []sdktrace.TracerProviderOption{sdktrace.WithBatcher(exp), sdktrace.WithResource(res)}
-	if cfg.Sample != nil {
-		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(*cfg.Sample))))
-	}
-	tp := sdktrace.NewTracerProvider(opts...) // without WithSampler: OTEL_TRACES_SAMPLER
-	t := &Tracer{tp: tp, tracer: tp.Tracer(Scope)}
+	// The sampler decides before a span is started (Handler): the SDK
+	// records every span it is asked for.
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res),
+		sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	t := &Tracer{tp: tp, tracer: tp.Tracer(Scope), sampler: smp}
 	tracers.Store(tp, t.tracer)
 	live.Add(1)
 	return t, nil
@@ -205,6 +217,10 @@ func (t *Tracer) Handler(next http.Handler) http.Handler {
 		ctx := r.Context()
 		if _, ok := r.Header["Traceparent"]; ok { // Get would allocate the canonical key every time
 			ctx = t.prop.Extract(ctx, propagation.HeaderCarrier(r.Header))
+		}
+		if !t.sampler.sample(trace.SpanContextFromContext(ctx)) {
+			next.ServeHTTP(w, r) // as if off: the caller's traceparent goes on as sent
+			return
 		}
 		ctx, span := t.tracer.Start(ctx, SpanGateway, serverSpan...)
 		defer span.End()

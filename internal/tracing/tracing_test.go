@@ -205,35 +205,52 @@ func TestHandler_RootAndHealth(t *testing.T) {
 	}
 }
 
-// TestCall_NotSampled: a request that is not sampled records nothing, and
-// the instance still gets its trace with the not-sampled flag.
+// TestCall_NotSampled: a request that is not sampled records nothing, has
+// no span in its context, allocates nothing for tracing, and its caller's
+// traceparent (if any) reaches the instance as sent; a caller's sampled
+// flag wins over the ratio.
 func TestCall_NotSampled(t *testing.T) {
 	zero := 0.0
 	tr, spans := newTracer(t, &zero)
-	var sent http.Header
+	sent := http.Header{}
+	var traced bool
 	h := tr.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		traced = tracing.FromContext(r.Context()).On() || trace.SpanFromContext(r.Context()).SpanContext().IsValid()
 		var c tracing.Call
 		c.Start(r.Context(), "i-1", 1)
-		sent = http.Header{}
 		c.Inject(sent)
 		c.End()
 	}))
-	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/models/m/x", nil))
-	if all := spans(); len(all) != 0 {
-		t.Fatalf("spans %v at sampling 0", names(all))
+	req := httptest.NewRequest("GET", "/models/m/x", nil)
+	w := httptest.NewRecorder()
+	if allocs := testing.AllocsPerRun(100, func() { h.ServeHTTP(w, req) }); allocs != 0 {
+		t.Errorf("%v allocations for a request that is not sampled", allocs)
 	}
-	tp := sent.Get("Traceparent")
-	if len(tp) != 55 || tp[53:] != "00" {
-		t.Fatalf("instance got traceparent %q, want one with the not-sampled flag", tp)
+	if all := spans(); len(all) != 0 || traced {
+		t.Fatalf("spans %v (a span in the context: %v) at sampling 0", names(all), traced)
 	}
-	// The caller's decision wins over the ratio.
-	h.ServeHTTP(httptest.NewRecorder(), func() *http.Request {
+	if _, ok := sent["Traceparent"]; ok {
+		t.Fatalf("instance got traceparent %q for a request not traced", sent.Get("Traceparent"))
+	}
+	unsampled := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+	for _, tc := range []struct {
+		parent string
+		spans  int
+	}{{unsampled, 0}, {callerParent, 2}} {
+		sent = http.Header{"Traceparent": {tc.parent}}
 		r := httptest.NewRequest("GET", "/models/m/x", nil)
-		r.Header.Set("Traceparent", callerParent)
-		return r
-	}())
-	if all := spans(); len(byName(all, tracing.SpanGateway)) != 1 || len(byName(all, tracing.SpanCall)) != 1 {
-		t.Fatalf("spans %v for a sampled caller", names(all))
+		r.Header.Set("Traceparent", tc.parent)
+		h.ServeHTTP(httptest.NewRecorder(), r)
+		all := spans()
+		if len(all) != tc.spans || traced != (tc.spans > 0) {
+			t.Fatalf("caller %s: spans %v, want %d", tc.parent, names(all), tc.spans)
+		}
+		if tc.spans == 0 && sent.Get("Traceparent") != tc.parent {
+			t.Fatalf("caller's traceparent became %q", sent.Get("Traceparent"))
+		}
+		if tc.spans > 0 && sent.Get("Traceparent") != tracing.Traceparent(one(t, all, tracing.SpanCall).SpanContext) {
+			t.Fatalf("instance got %q, not the call's traceparent", sent.Get("Traceparent"))
+		}
 	}
 }
 
