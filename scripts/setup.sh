@@ -14,7 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON=/usr/bin/python3 # Debian's interpreter; the first python3 on PATH may lack its packages.
 
 # Steps run in this order when none are named.
-STEPS=(packages model onnxruntime grpcurl openai chromium docker cluster)
+STEPS=(packages model onnxruntime grpcurl jaeger openai chromium docker cluster)
 
 log() { printf 'setup: %s\n' "$*"; }
 die() {
@@ -117,6 +117,31 @@ step_grpcurl() {
 	quiet env GOBIN="$ROOT/.cache/bin" go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION" ||
 		die "go install grpcurl@$GRPCURL_VERSION failed (is the Go module proxy reachable?)"
 	log "grpcurl: installed $bin ($GRPCURL_VERSION)"
+}
+
+JAEGER_VERSION=v1.76.0
+
+# jaeger: Jaeger all-in-one (github.com/jaegertracing/jaeger/cmd/jaeger) into .cache/bin, for the test that reads tandem's traces back through its query API.
+step_jaeger() {
+	local bin="$ROOT/.cache/bin/jaeger" stamp="$ROOT/.cache/bin/jaeger.version"
+	if [[ -x $bin && -f $stamp && "$(cat "$stamp")" == "$JAEGER_VERSION" ]]; then
+		log "jaeger: ok ($bin, $JAEGER_VERSION)"
+		return 0
+	fi
+	command -v go >/dev/null || die "go not found: install Go (go.mod says which version) first"
+	mkdir -p "$ROOT/.cache/bin"
+	# `go install ...@version` refuses this module (its go.mod has a replace
+	# directive), so it is built inside its own module as the Go module
+	# proxy serves it (checked against the checksum database). Built inside its
+	# module, the binary says "(devel)": the stamp file records the version.
+	local dir
+	dir="$(cd / && go mod download -json "github.com/jaegertracing/jaeger@$JAEGER_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+	[[ -n $dir ]] || die "go mod download github.com/jaegertracing/jaeger@$JAEGER_VERSION failed (is the Go module proxy reachable?)"
+	log "jaeger: building $JAEGER_VERSION (a large program: several minutes)"
+	(cd "$dir" && quiet env GOBIN="$ROOT/.cache/bin" GOFLAGS=-mod=readonly go install -ldflags='-s -w' ./cmd/jaeger) ||
+		die "building jaeger $JAEGER_VERSION failed"
+	printf '%s\n' "$JAEGER_VERSION" >"$stamp"
+	log "jaeger: installed $bin ($JAEGER_VERSION)"
 }
 
 # openai: the official openai npm client (pinned in internal/e2e/testdata/openai/package-lock.json) into .cache/npm/openai, for the test that calls tandem's OpenAI-compatible routes with it.
