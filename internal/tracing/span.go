@@ -124,9 +124,9 @@ func tracerOf(s trace.Span) trace.Tracer {
 // from start to now when it waited (or failed), and, for a cold start, the
 // instance's start with its phases. A cold start is shared by the requests
 // that waited for it; it is drawn once, as a child of the gateway span of
-// the first request the new instance serves (the oldest waiter, normally
-// the one that asked for it), and the queue spans of the others link to
-// it. lease is nil when err is not.
+// the first traced request the new instance serves (the oldest waiter,
+// normally the one that asked for it), and the queue spans of the others
+// link to it. lease is nil when err is not.
 func Queued(ctx context.Context, start time.Time, lease *pool.Lease, err error) {
 	s := FromContext(ctx)
 	if !s.On() || (err == nil && lease.Waited <= 0) {
