@@ -484,7 +484,7 @@ func TestCost_survivesRestart(t *testing.T) {
 			} `json:"usage"`
 		} `json:"models"`
 	}
-	out := tandem(srv, "cost", "fake", "--since", "1h", "--json")
+	out := tandem(srv, "cost", "fake", "--since", "1h", "-o", "json")
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}

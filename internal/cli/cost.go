@@ -23,12 +23,13 @@ func init() { Register(costCmd) }
 
 func costCmd() *cobra.Command {
 	var since, tenantName string
-	var asJSON bool
+	var out *Output
 	cmd := &cobra.Command{
 		Use:   "cost [NAME] [--since 24h] | cost --tenant NAME",
 		Short: "Show what deployments used and cost, and what the other mode would have cost",
 		Example: `  tandem cost
   tandem cost echo --since 7d
+  tandem cost --since 24h -o json
   tandem cost --tenant acme`,
 		Long: `Show what deployments used and cost, and what the other mode would have cost.
 
@@ -42,18 +43,19 @@ minute.
 --tenant NAME shows what a tenant's requests used and cost since it was
 created, priced as serverless at each deployment's size, and its spend in the
 current budget period, which its budget is checked against.`,
-		Args: cobra.MaximumNArgs(1),
+		ValidArgsFunction: onlyFirst(completeDeployments),
+		Args:              cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if tenantName != "" {
 				if len(args) > 0 || cmd.Flags().Changed("since") {
-					return fmt.Errorf("--tenant shows the tenant's usage since it was created: give no model and no --since")
+					return usageErrorf("--tenant shows the tenant's usage since it was created: give no model and no --since")
 				}
 				ti, err := client(cmd).Tenant(cmd.Context(), tenantName)
 				if err != nil {
 					return err
 				}
-				if asJSON {
-					return printJSON(cmd.OutOrStdout(), ti)
+				if done, err := out.Write(cmd.OutOrStdout(), ti); done {
+					return err
 				}
 				w := cmd.OutOrStdout()
 				fmt.Fprintf(w, "Tenant:      %s\nBudget:      %s\n", ti.Name, budgetText(*ti))
@@ -68,8 +70,8 @@ current budget period, which its budget is checked against.`,
 			if err := getJSON(cmd, "/v1/cost?"+q.Encode(), &rep); err != nil {
 				return err
 			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), rep)
+			if done, err := out.Write(cmd.OutOrStdout(), rep); done {
+				return err
 			}
 			if len(args) == 1 && len(rep.Models) == 0 {
 				return fmt.Errorf("no usage of %q since %s", args[0], rep.Since.Local().Format(time.DateTime))
@@ -79,7 +81,8 @@ current budget period, which its budget is checked against.`,
 	}
 	cmd.Flags().StringVar(&since, "since", "24h", "start: a duration back from now (24h, 90m, 7d) or an RFC 3339 time")
 	cmd.Flags().StringVar(&tenantName, "tenant", "", "show this tenant's requests, busy time, spend and budget")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	cmd.RegisterFlagCompletionFunc("tenant", completeTenants)
+	out = addOutput(cmd, false)
 	return cmd
 }
 

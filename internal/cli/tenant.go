@@ -72,7 +72,7 @@ func tenantFlags(f *pflag.FlagSet) func(name string) api.TenantRequest {
 }
 
 func tenantCreateCmd() *cobra.Command {
-	var asJSON bool
+	var out *Output
 	cmd := &cobra.Command{
 		Use:   "create NAME [--models a,b] [--rate N/s|N/m] [--concurrency N] [--budget USD] [--budget-period 30d]",
 		Short: "Create a tenant",
@@ -81,14 +81,14 @@ func tenantCreateCmd() *cobra.Command {
 		Args: cobra.ExactArgs(1),
 	}
 	request := tenantFlags(cmd.Flags())
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	out = addOutput(cmd, false)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		ti, err := client(cmd).CreateTenant(cmd.Context(), request(args[0]))
 		if err != nil {
 			return err
 		}
-		if asJSON {
-			return printJSON(cmd.OutOrStdout(), ti)
+		if done, err := out.Write(cmd.OutOrStdout(), ti); done {
+			return err
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "tenant %s created; make it a key with: tandem key create --tenant %s\n", ti.Name, ti.Name)
 		return nil
@@ -97,27 +97,28 @@ func tenantCreateCmd() *cobra.Command {
 }
 
 func tenantUpdateCmd() *cobra.Command {
-	var asJSON bool
+	var out *Output
 	cmd := &cobra.Command{
 		Use:   "update NAME [--models a,b] [--rate N/s|N/m] [--concurrency N] [--budget USD] [--budget-period 30d]",
 		Short: "Change a tenant's settings (only the flags given; its usage and keys stay)",
 		Example: `  tandem tenant update acme --rate 100/m
   tandem tenant update acme --rate "" --budget 50   # "" clears a limit`,
-		Args: cobra.ExactArgs(1),
+		ValidArgsFunction: onlyFirst(completeTenants),
+		Args:              cobra.ExactArgs(1),
 	}
 	request := tenantFlags(cmd.Flags())
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	out = addOutput(cmd, false)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		req := request("")
 		if req.Models == nil && req.Rate == nil && req.Concurrency == nil && req.Budget == nil && req.BudgetPeriod == nil {
-			return fmt.Errorf("nothing to change: give --models, --rate, --concurrency, --budget or --budget-period")
+			return usageErrorf("nothing to change: give --models, --rate, --concurrency, --budget or --budget-period")
 		}
 		ti, err := client(cmd).UpdateTenant(cmd.Context(), args[0], req)
 		if err != nil {
 			return err
 		}
-		if asJSON {
-			return printJSON(cmd.OutOrStdout(), ti)
+		if done, err := out.Write(cmd.OutOrStdout(), ti); done {
+			return err
 		}
 		printTenant(cmd.OutOrStdout(), ti)
 		return nil
@@ -126,20 +127,21 @@ func tenantUpdateCmd() *cobra.Command {
 }
 
 func tenantLsCmd() *cobra.Command {
-	var asJSON bool
+	var out *Output
 	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List tenants with their limits and spend",
-		Example: `  tandem tenant ls`,
-		Args:    cobra.NoArgs,
+		Example: `  tandem tenant ls
+  tandem tenant ls -o yaml`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			list, err := client(cmd).Tenants(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), list)
+			if done, err := out.Write(cmd.OutOrStdout(), list); done {
+				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tMODELS\tRATE\tCONCURRENCY\tBUDGET\tSPENT\tREQUESTS\tKEYS")
@@ -150,39 +152,42 @@ func tenantLsCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	out = addOutput(cmd, false)
 	return cmd
 }
 
 func tenantStatusCmd() *cobra.Command {
-	var asJSON bool
+	var out *Output
 	cmd := &cobra.Command{
-		Use:     "status NAME",
-		Short:   "Show a tenant's settings, usage and spend",
-		Example: `  tandem tenant status acme`,
-		Args:    cobra.ExactArgs(1),
+		Use:   "status NAME",
+		Short: "Show a tenant's settings, usage and spend",
+		Example: `  tandem tenant status acme
+  tandem tenant status acme -o json`,
+		ValidArgsFunction: onlyFirst(completeTenants),
+		Args:              cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ti, err := client(cmd).Tenant(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), ti)
+			if done, err := out.Write(cmd.OutOrStdout(), ti); done {
+				return err
 			}
 			printTenant(cmd.OutOrStdout(), ti)
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	out = addOutput(cmd, false)
 	return cmd
 }
 
 func tenantDeleteCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "delete NAME",
-		Short:   "Delete a tenant and every key of it",
-		Example: `  tandem tenant delete acme`,
-		Args:    cobra.ExactArgs(1),
+		Use:               "delete NAME",
+		Short:             "Delete a tenant and every key of it",
+		Example:           `  tandem tenant delete acme`,
+		ValidArgsFunction: onlyFirst(completeTenants),
+		Args:              cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := client(cmd).DeleteTenant(cmd.Context(), args[0]); err != nil {
 				return err
@@ -267,7 +272,7 @@ hash of each key: the key is shown once, when it is made.`,
 
 func keyCreateCmd() *cobra.Command {
 	var tenantName, expires string
-	var asJSON bool
+	var out *Output
 	cmd := &cobra.Command{
 		Use:   "create --tenant NAME [--expires 90d]",
 		Short: "Make an API key for a tenant; the key is printed once, as the last line",
@@ -280,8 +285,8 @@ func keyCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), nk)
+			if done, err := out.Write(cmd.OutOrStdout(), nk); done {
+				return err
 			}
 			w := cmd.OutOrStdout()
 			exp := "never expires"
@@ -295,36 +300,38 @@ func keyCreateCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&tenantName, "tenant", "", "the tenant the key identifies")
+	cmd.RegisterFlagCompletionFunc("tenant", completeTenants)
 	cmd.Flags().StringVar(&expires, "expires", "", `how long the key is valid, such as 90d or 12h ("": never expires)`)
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (with the key)")
+	out = addOutput(cmd, false)
 	cmd.MarkFlagRequired("tenant")
 	return cmd
 }
 
 func keyLsCmd() *cobra.Command {
 	var tenantName string
-	var asJSON bool
+	var out *Output
 	cmd := &cobra.Command{
 		Use:     "ls [--tenant NAME]",
 		Aliases: []string{"list"},
 		Short:   "List API keys: ids, tenants, when made, expiring and last used (never the keys)",
 		Example: `  tandem key ls
-  tandem key ls --tenant acme`,
+  tandem key ls --tenant acme -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			keys, err := client(cmd).Keys(cmd.Context(), tenantName)
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), keys)
+			if done, err := out.Write(cmd.OutOrStdout(), keys); done {
+				return err
 			}
 			printKeys(cmd.OutOrStdout(), keys)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&tenantName, "tenant", "", "only this tenant's keys")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.RegisterFlagCompletionFunc("tenant", completeTenants)
+	out = addOutput(cmd, false)
 	return cmd
 }
 
@@ -345,10 +352,11 @@ func printKeys(w io.Writer, keys []tenant.KeyInfo) {
 
 func keyRevokeCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "revoke ID",
-		Short:   "Revoke an API key: the gateway refuses it from the next request",
-		Example: `  tandem key revoke 0f1e2d3c4b5a6978`,
-		Args:    cobra.ExactArgs(1),
+		Use:               "revoke ID",
+		Short:             "Revoke an API key: the gateway refuses it from the next request",
+		Example:           `  tandem key revoke 0f1e2d3c4b5a6978`,
+		ValidArgsFunction: onlyFirst(completeKeyIDs),
+		Args:              cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := client(cmd).RevokeKey(cmd.Context(), args[0]); err != nil {
 				return err

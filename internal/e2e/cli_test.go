@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os/exec"
@@ -39,11 +40,17 @@ func (s *server) run(args ...string) (stdout, stderr string, code int) {
 	return out.String(), errOut.String(), code
 }
 
-// cliServer is a server with one dedicated deployment, "cli", ready.
+// cliServer is a server with one dedicated deployment, "cli", ready, and
+// a tenant, "acme", with a key.
 func cliServer(t *testing.T) *server {
 	s := startServer(t, "")
 	s.deploy("", fakeManifest(t, "cli", "dedicated", nil, "min: 1\nmax: 1", "startup: 20s\ngrace: 2s"))
 	s.waitFor("ready", 30*time.Second, func(st *controller.Status) bool { return st.Ready == 1 }, "cli")
+	for _, args := range [][]string{{"tenant", "create", "acme", "--rate", "5/s"}, {"key", "create", "--tenant", "acme"}} {
+		if out, err := s.tandem(args...); err != nil {
+			t.Fatalf("tandem %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
 	return s
 }
 
@@ -51,12 +58,24 @@ func cliServer(t *testing.T) *server {
 // resource prints JSON with -o json, and with -o yaml the same data.
 func TestCLI_OutputFormats(t *testing.T) {
 	s := cliServer(t)
-	commands := [][]string{
-		{"ls"},
-		{"status", "cli"},
-		{"version"},
+	commands := []struct {
+		args []string
+		// live: the resource changes between two calls (a running
+		// instance's idle seconds, the report's end), so the two are
+		// compared by shape: the same fields, lengths, types and text.
+		live bool
+	}{
+		{args: []string{"ls"}},
+		{args: []string{"status", "cli"}},
+		{args: []string{"version"}},
+		{args: []string{"cost", "--since", "1h"}, live: true},
+		{args: []string{"cost", "--tenant", "acme"}},
+		{args: []string{"tenant", "ls"}},
+		{args: []string{"tenant", "status", "acme"}},
+		{args: []string{"key", "ls"}},
 	}
-	for _, args := range commands {
+	for _, c := range commands {
+		args := c.args
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			j, stderr, code := s.run(append(args, "-o", "json")...)
 			if code != 0 {
@@ -77,9 +96,11 @@ func TestCLI_OutputFormats(t *testing.T) {
 			if err := yaml.Unmarshal([]byte(y), &fromYAML); err != nil {
 				t.Fatalf("-o yaml printed no YAML: %v\n%s", err, y)
 			}
-			// Fields that change between the two calls (ages, live counts)
-			// are not in these resources' JSON; times are absolute.
-			if !reflect.DeepEqual(fromJSON, fromYAML) {
+			if c.live {
+				if err := sameShape("", fromJSON, fromYAML); err != nil {
+					t.Errorf("-o yaml is not -o json's data: %v\njson:\n%s\nyaml:\n%s", err, j, y)
+				}
+			} else if !reflect.DeepEqual(fromJSON, fromYAML) {
 				t.Errorf("-o yaml is not -o json's data:\njson:\n%s\nyaml:\n%s", j, y)
 			}
 		})
@@ -96,6 +117,49 @@ func TestCLI_OutputFormats(t *testing.T) {
 	if !strings.Contains(wide, "REVISION") || !strings.Contains(wide, "cli") {
 		t.Errorf("ls -o wide:\n%s", wide)
 	}
+}
+
+// sameShape says where a and b (decoded JSON) differ other than in numbers
+// and times: fields, lengths, types, and every other string and bool.
+func sameShape(path string, a, b any) error {
+	switch a := a.(type) {
+	case map[string]any:
+		bm, ok := b.(map[string]any)
+		if !ok || len(bm) != len(a) {
+			return fmt.Errorf("%s: %v vs %v", path, a, b)
+		}
+		for k, v := range a {
+			if err := sameShape(path+"."+k, v, bm[k]); err != nil {
+				return err
+			}
+		}
+	case []any:
+		bs, ok := b.([]any)
+		if !ok || len(bs) != len(a) {
+			return fmt.Errorf("%s: %d items vs %v", path, len(a), b)
+		}
+		for i := range a {
+			if err := sameShape(fmt.Sprintf("%s[%d]", path, i), a[i], bs[i]); err != nil {
+				return err
+			}
+		}
+	case float64:
+		if _, ok := b.(float64); !ok {
+			return fmt.Errorf("%s: %v vs %v", path, a, b)
+		}
+	case string:
+		bs, ok := b.(string)
+		_, aTime := time.Parse(time.RFC3339Nano, a)
+		_, bTime := time.Parse(time.RFC3339Nano, bs)
+		if !ok || a != bs && (aTime != nil || bTime != nil) {
+			return fmt.Errorf("%s: %q vs %v", path, a, b)
+		}
+	default:
+		if a != b {
+			return fmt.Errorf("%s: %v vs %v", path, a, b)
+		}
+	}
+	return nil
 }
 
 func TestCLI_ExitCodes(t *testing.T) {
@@ -154,6 +218,20 @@ func TestCLI_Completion(t *testing.T) {
 		if code != 0 || !reflect.DeepEqual(names, []string{"cli", "other"}) && !reflect.DeepEqual(names, []string{"other", "cli"}) {
 			t.Errorf("__complete %s \"\": exit %d, names %q\n%s%s", cmd, code, names, out, stderr)
 		}
+	}
+	out, _, _ := s.run("__complete", "tenant", "status", "")
+	if !strings.Contains(out, "acme\n") {
+		t.Errorf("__complete tenant status \"\":\n%s", out)
+	}
+	keys, _, _ := s.run("key", "ls", "-o", "json")
+	var list []struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(keys), &list); err != nil || len(list) != 1 {
+		t.Fatalf("key ls -o json: %v\n%s", err, keys)
+	}
+	if out, _, _ := s.run("__complete", "key", "revoke", ""); !strings.Contains(out, list[0].ID+"\n") {
+		t.Errorf("__complete key revoke \"\" lacks %s:\n%s", list[0].ID, out)
 	}
 	for _, shell := range []string{"bash", "zsh", "fish"} {
 		out, _, code := s.run("completion", shell)

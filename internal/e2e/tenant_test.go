@@ -374,7 +374,7 @@ func TestTenant_Budget(t *testing.T) {
 			PeriodSpend float64 `json:"period_spend_usd"`
 		}
 	}
-	json.Unmarshal([]byte(s.mustTandem("cost", "--tenant", "acme", "--json")), &ti)
+	json.Unmarshal([]byte(s.mustTandem("cost", "--tenant", "acme", "-o", "json")), &ti)
 	// Each request costs $0.00005 and its busy time (the cold start's
 	// included) at the deployment's size.
 	if ti.Usage.Spend < 0.0001 || ti.Usage.Spend < float64(ok)*0.00005 || ti.Usage.PeriodSpend != ti.Usage.Spend {
