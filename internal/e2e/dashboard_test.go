@@ -201,16 +201,33 @@ func newBrowser(t *testing.T) *browser {
 			t.Fatal(err)
 		}
 	}
+	profile, tmp := t.TempDir(), t.TempDir()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1400, 1100),
+		chromedp.UserDataDir(profile), chromedp.WindowSize(1400, 1100),
 		// Chromium leaves its singleton socket folder in TMPDIR when killed.
-		chromedp.Env("TMPDIR="+t.TempDir()),
+		chromedp.Env("TMPDIR="+tmp),
 		// No network but loopback (which Chromium never proxies).
 		chromedp.ProxyServer("127.0.0.1:9"), chromedp.Flag("disable-quic", true))
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx)
 	b := &browser{t: t, ctx: ctx, dir: dir}
-	t.Cleanup(func() { cancelC(); cancelA() })
+	t.Cleanup(func() {
+		cancelC()
+		cancelA()
+		// Chromium's helper processes may still write to the profile for a
+		// moment after the browser is gone: empty the folders before the
+		// testing package's own cleanup (which fails on a non-empty one).
+		for _, d := range []string{profile, tmp} {
+			for i := 0; i < 100; i++ {
+				if os.RemoveAll(d) == nil {
+					if _, err := os.Stat(d); os.IsNotExist(err) {
+						break
+					}
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	})
 	chromedp.ListenTarget(ctx, func(ev any) {
 		var msg string
 		switch ev := ev.(type) {
