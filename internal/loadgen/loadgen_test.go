@@ -128,10 +128,20 @@ func TestGenerate_errors(t *testing.T) {
 // earlier ones are still being served leave anyway.
 func TestRunner_Run(t *testing.T) {
 	release := make(chan struct{})
-	var inflight, peak atomic.Int64
+	var inflight, peak, slow atomic.Int64
 	var mu sync.Mutex
 	var got []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/slow" {
+			// The fast requests come after the slow ones: wait until those
+			// are all in flight (a bound, not a timing check), so that the
+			// peak shows them joining however the goroutines are scheduled.
+			for deadline := time.Now().Add(10 * time.Second); slow.Load() < 5 && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
+		} else {
+			slow.Add(1)
+		}
 		n := inflight.Add(1)
 		defer inflight.Add(-1)
 		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
@@ -168,7 +178,10 @@ func TestRunner_Run(t *testing.T) {
 	}()
 	// The five slow requests are all in flight at once, and the two after
 	// them are answered while the slow ones still wait.
-	for p.Done.Load() < 2 || inflight.Load() < 5 {
+	for deadline := time.Now().Add(30 * time.Second); p.Done.Load() < 2 || inflight.Load() < 5; {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s: %d answered, %d in flight; a closed-loop runner waits for the slow ones", p.Done.Load(), inflight.Load())
+		}
 		time.Sleep(time.Millisecond)
 	}
 	close(release)
