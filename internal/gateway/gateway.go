@@ -9,11 +9,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/http/httputil"
 	"sync"
 
 	"tandem/internal/controller"
-	"tandem/internal/pool"
 	"tandem/internal/problem"
 )
 
@@ -32,19 +30,9 @@ type Models interface {
 type Gateway struct {
 	models Models
 	log    *slog.Logger
-	proxy  *httputil.ReverseProxy
 	bufs   *bufferPool
 	mux    *http.ServeMux
 	stages []Stage
-}
-
-type ctxKey struct{}
-
-// target is what the proxy needs to know about one request.
-type target struct {
-	lease *pool.Lease
-	path  string
-	model string
 }
 
 // New returns a gateway over models. Extra handlers (the v2 protocol) are
@@ -54,23 +42,7 @@ func New(models Models, log *slog.Logger) *Gateway {
 		log = slog.Default()
 	}
 	g := &Gateway{models: models, log: log.With("component", "gateway"), mux: http.NewServeMux()}
-	bufs := &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
-	g.bufs = bufs
-	g.proxy = &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			t := pr.In.Context().Value(ctxKey{}).(*target)
-			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = t.lease.Instance.Addr
-			pr.Out.URL.Path = t.path
-			pr.Out.URL.RawPath = ""
-			pr.Out.Host = ""
-			pr.SetXForwarded()
-		},
-		Transport:     instanceTransport{},
-		FlushInterval: 0, // ReverseProxy flushes at once by itself when Content-Length is unknown or for SSE
-		BufferPool:    bufs,
-		ErrorHandler:  g.proxyError,
-	}
+	g.bufs = &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
 	g.mux.HandleFunc("/models/{name}/{path...}", g.serveModel)
 	g.mux.HandleFunc("/models/{name}", g.serveModel)
 	g.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
@@ -120,22 +92,7 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	g.forward(rctx, sw, r, Route{Lease: lease, Model: ex.Model, Reacquire: d.Pool.AcquireExcept, Retried: d.Metrics.Retries.Inc})
 }
 
-func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	t := r.Context().Value(ctxKey{}).(*target)
-	problem.Write(w, pool.UpstreamError(r.Context(), t.model, t.lease.Instance, err))
-}
-
-// instanceTransport sends each request over its instance's own transport.
-type instanceTransport struct{}
-
-func (instanceTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	return r.Context().Value(ctxKey{}).(*target).lease.Instance.Transport.RoundTrip(r)
-}
-
 type bufferPool struct{ p sync.Pool }
-
-func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
-func (b *bufferPool) Put(v []byte) { b.p.Put(&v) }
 
 // statusWriter remembers the status code for metrics.
 type statusWriter struct {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 
+	"tandem/internal/pool"
 	"tandem/internal/problem"
 )
 
@@ -228,10 +229,6 @@ func (s *Service) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 	}
 }
 
-// hopHeaders are not passed on by proxies (RFC 9110, 7.6.1).
-var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
-
 // forward sends r (with body, when not nil) to an instance of m at path and
 // copies the answer back.
 func (s *Service) forward(w http.ResponseWriter, r *http.Request, m Model, path string, body []byte) {
@@ -243,11 +240,11 @@ func (s *Service) forward(w http.ResponseWriter, r *http.Request, m Model, path 
 	}
 	defer resp.Body.Close()
 	h := w.Header()
+	conn := resp.Header["Connection"]
 	for k, vs := range resp.Header {
-		h[k] = vs
-	}
-	for _, k := range hopHeaders {
-		h.Del(k)
+		if !pool.IsHop(k, conn) { // the one hop-by-hop list
+			h[k] = vs
+		}
 	}
 	h.Set(HeaderColdStart, strconv.FormatBool(cold))
 	w.WriteHeader(resp.StatusCode)
@@ -264,11 +261,11 @@ func (s *Service) sendFrom(r *http.Request, m Model, path string, body []byte) (
 	if err != nil {
 		return nil, false, err
 	}
+	conn := r.Header["Connection"]
 	for k, vs := range r.Header {
-		req.Header[k] = vs
-	}
-	for _, k := range hopHeaders {
-		req.Header.Del(k)
+		if !pool.IsHop(k, conn) {
+			req.Header[k] = vs
+		}
 	}
 	req.Header.Del("Content-Length")
 	req.Header.Del("Expect") // the body is already here

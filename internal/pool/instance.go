@@ -2,8 +2,6 @@ package pool
 
 import (
 	"context"
-	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,10 +13,8 @@ import (
 type Instance struct {
 	ID   string
 	Addr string
-	// Transport is this instance's own connection pool, built once; it
-	// carries what needs net/http's full client (upgrades, pool.Do).
-	Transport *http.Transport
-	// Raw is the lean HTTP/1.1 connection pool of the gateway's hot path.
+	// Raw is the instance's one connection pool: every call to it (the
+	// gateway's forwarder, pool.Do) goes over it.
 	Raw *RawTransport
 	// Startup, when not nil, tells how the instance started (the
 	// controller sets it before Add); nil for an adopted instance.
@@ -39,22 +35,11 @@ type Instance struct {
 	exit     atomic.Pointer[backend.Exit]
 }
 
-// NewInstance returns an instance with its transport ready.
+// NewInstance returns an instance with its connection pool ready.
 func NewInstance(id, addr string) *Instance {
 	return &Instance{
-		ID:   id,
-		Addr: addr,
-		Transport: &http.Transport{
-			Proxy:                 nil,
-			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:          0,
-			MaxIdleConnsPerHost:   1024,
-			IdleConnTimeout:       90 * time.Second,
-			ResponseHeaderTimeout: 0, // bounded by the request's context (timeouts.request)
-			ExpectContinueTimeout: time.Second,
-			DisableCompression:    true,
-			ForceAttemptHTTP2:     false,
-		},
+		ID:     id,
+		Addr:   addr,
 		Raw:    &RawTransport{Addr: addr},
 		exited: make(chan struct{}),
 	}
@@ -147,7 +132,6 @@ func (in *Instance) MarkExited(e backend.Exit) {
 		in.exit.Store(&e)
 		in.draining.Store(true)
 		close(in.exited)
-		in.Transport.CloseIdleConnections()
 		in.Raw.CloseIdleConnections()
 	})
 }
