@@ -12,7 +12,11 @@ echo "== go vet"
 go vet ./...
 
 echo "== go test -race"
-go test -race -count=1 -timeout 40m ./... 2>&1 | tee /tmp/tandem-test.log
+# One package at a time (-p 1): on two cores the 100,000-request gateway test
+# and the end-to-end suite slowed cold starts tenfold in the packages that
+# ran beside them, and tandem bench's serverless-vs-dedicated agreement
+# test measures cold starts. Serial costs a few minutes, not flakes.
+go test -race -count=1 -p 1 -timeout 40m ./... 2>&1 | tee /tmp/tandem-test.log
 
 echo "== fuzz (briefly)"
 bash scripts/fuzz.sh 5s
