@@ -20,9 +20,9 @@ type Protocol = string
 
 // The protocols the gateway speaks.
 const (
-	ProtocolHTTP Protocol = "http" // pass-through /models/{name}/...
-	ProtocolV2   Protocol = "v2"   // Open Inference Protocol, REST
-	ProtocolGRPC Protocol = "grpc" // Open Inference Protocol, gRPC
+	ProtocolHTTP Protocol = "http"                 // pass-through /models/{name}/...
+	ProtocolV2   Protocol = inference.ProtocolREST // Open Inference Protocol, REST
+	ProtocolGRPC Protocol = inference.ProtocolGRPC // Open Inference Protocol, gRPC
 )
 
 // Exchange is one client request on its way through the pipeline. The
@@ -143,7 +143,7 @@ func reachedInstance(err error) bool {
 		return true
 	}
 	switch pe.Code {
-	case "instance_died", "instance_oom", "upstream_error", "request_timeout": // pool.UpstreamError's codes
+	case pool.CodeInstanceDied, pool.CodeInstanceOOM, pool.CodeUpstreamError, pool.CodeRequestTimeout:
 		return true
 	}
 	return false
@@ -151,8 +151,6 @@ func reachedInstance(err error) bool {
 
 // v2Exchange shows an Exchange to the v2 adapters.
 type v2Exchange struct{ *Exchange }
-
-func (e v2Exchange) Finish(status int, cold bool, err error) { e.Exchange.Finish(status, cold, err) }
 
 // Enter admits a v2 REST or gRPC request (inference.Front).
 func (g *Gateway) Enter(ctx context.Context, proto, model string, h http.Header) (inference.Exchange, error) {

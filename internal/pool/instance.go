@@ -14,7 +14,7 @@ type Instance struct {
 	ID   string
 	Addr string
 	// Raw is the instance's one connection pool: every call to it (the
-	// gateway's forwarder, pool.Do) goes over it.
+	// gateway's forwarder, the v2 adapters' upstream) goes over it.
 	Raw *RawTransport
 	// Startup, when not nil, tells how the instance started (the
 	// controller sets it before Add); nil for an adopted instance.

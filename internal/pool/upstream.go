@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -15,6 +14,15 @@ import (
 // instance died: a broken connection arrives before the backend observes
 // the exit, and a container engine reports an OOM kill up to a second later.
 const exitNewsWait = 2 * time.Second
+
+// The codes of UpstreamError: the instance had taken the call and failed
+// it (the pipeline meters such calls as served).
+const (
+	CodeInstanceDied   = "instance_died"
+	CodeInstanceOOM    = "instance_oom"
+	CodeRequestTimeout = "request_timeout"
+	CodeUpstreamError  = "upstream_error"
+)
 
 // UpstreamError explains a failed call to an instance: it died (502, with
 // how), it did not answer in time (504), or it could not be reached (502).
@@ -28,54 +36,20 @@ func UpstreamError(ctx context.Context, model string, in *Instance, err error) *
 		wait = 0
 	}
 	if e, ok := in.Exited(wait); ok {
-		pe := problem.New(http.StatusBadGateway, "instance_died",
+		pe := problem.New(http.StatusBadGateway, CodeInstanceDied,
 			fmt.Sprintf("model %q: instance %s died while serving the request (%s); see `tandem logs %s`", model, in.ID, e, model))
 		if e.OOM {
-			pe.Code = "instance_oom"
+			pe.Code = CodeInstanceOOM
 		}
 		return pe
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return problem.New(http.StatusGatewayTimeout, "request_timeout",
+		return problem.New(http.StatusGatewayTimeout, CodeRequestTimeout,
 			fmt.Sprintf("model %q: instance %s did not answer within timeouts.request", model, in.ID))
 	}
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return problem.New(499, "client_closed", "the client closed the request")
 	}
-	return problem.New(http.StatusBadGateway, "upstream_error",
+	return problem.New(http.StatusBadGateway, CodeUpstreamError,
 		fmt.Sprintf("model %q: instance %s: %v", model, in.ID, err))
-}
-
-// Do sends req to a ready instance, waking the deployment from zero if need
-// be, and returns the instance's response. The slot is held until the
-// caller closes resp.Body. coldStart is true when the call waited for an
-// instance to start. req's URL path and query are sent as they are.
-func (p *Pool) Do(ctx context.Context, req *http.Request) (resp *http.Response, coldStart bool, err error) {
-	lease, err := p.Acquire(ctx)
-	if err != nil {
-		return nil, false, err
-	}
-	out := req.Clone(ctx)
-	out.URL.Scheme = "http"
-	out.URL.Host = lease.Instance.Addr
-	out.Host = ""
-	out.RequestURI = ""
-	resp, err = lease.Instance.Raw.RoundTrip(out)
-	if err != nil {
-		lease.Release()
-		return nil, lease.ColdStart, UpstreamError(ctx, p.cfg.Load().Name, lease.Instance, err)
-	}
-	resp.Body = &releasingBody{ReadCloser: resp.Body, lease: lease}
-	return resp, lease.ColdStart, nil
-}
-
-type releasingBody struct {
-	io.ReadCloser
-	lease *Lease
-}
-
-func (b *releasingBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.lease.Release()
-	return err
 }
