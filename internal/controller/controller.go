@@ -64,6 +64,23 @@ type Config struct {
 	// manifest asking for more (serve's --max-instances). Zero means
 	// DefaultMaxInstances.
 	MaxInstances int
+	// Peers joins the concurrency other tandem processes sharing a replica
+	// platform see, so that the leader decides on the sum; nil when this
+	// process is alone.
+	Peers PeerStats
+}
+
+// PeerStats carries per-deployment concurrency between tandem processes
+// that share a replica platform (see internal/peerstats). Both methods are
+// called from deployment loops, once per evaluation, never per request.
+type PeerStats interface {
+	// Observe hands this process's sample of a deployment to be reported
+	// to the leader: avg is the concurrency averaged over dt (the pool's
+	// integral, not a point sample), queued the requests waiting now.
+	Observe(deployment string, avg float64, dt time.Duration, queued int, now time.Time)
+	// Remote returns the summed concurrency the other processes reported
+	// for a deployment that is still fresh at now (0 when none).
+	Remote(deployment string, now time.Time) float64
 }
 
 // DefaultMaxInstances is Config.MaxInstances when unset.

@@ -282,6 +282,12 @@ func (d *Deployment) counts() (ready, starting int) {
 
 func (d *Deployment) evaluate(now time.Time) {
 	avg, dt, lastActive := d.Pool.Sample(now)
+	if p := d.c.cfg.Peers; p != nil && d.rb != nil {
+		p.Observe(d.Name, avg, dt, d.Pool.Queued(), now)
+		if l, ok := d.rb.(backend.Leader); ok && l.IsLeader() {
+			avg += p.Remote(d.Name, now)
+		}
+	}
 	if dt > 0 {
 		d.window.Record(now, dt, avg)
 	}
