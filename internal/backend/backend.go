@@ -152,6 +152,15 @@ type LogFollower interface {
 	FollowLogs(ctx context.Context, deployment string, tail int, w io.Writer, flush func()) error
 }
 
+// Checker is implemented by backends that cannot honour every manifest
+// field. The controller calls Check when a manifest is deployed, so that a
+// field the backend would ignore is refused at deploy instead of silently
+// having no effect. Check returns nil or a *manifest.Error listing every
+// field it cannot honour, each Problem's message naming the backend.
+type Checker interface {
+	Check(m *manifest.Manifest) error
+}
+
 // Sentinel errors callers branch on.
 var (
 	ErrNotFound = errors.New("instance not found")
@@ -200,4 +209,15 @@ type Catalog interface {
 type Leader interface {
 	// IsLeader reports whether this process holds the lease now.
 	IsLeader() bool
+}
+
+// LeaderLocator is implemented by Leader backends whose processes publish
+// where they can be reached (their peer address), so that followers can
+// report their traffic to the leader (internal/peerstats).
+type LeaderLocator interface {
+	Leader
+	// LeaderAddr returns the leader's peer address (host:port), "" when no
+	// leader is known or it published none. It does not block; the answer
+	// may lag a change of leader by the platform's retry period.
+	LeaderAddr() string
 }

@@ -32,6 +32,7 @@ var (
 	_ backend.ReplicaBackend = (*Backend)(nil)
 	_ backend.Catalog        = (*Backend)(nil)
 	_ backend.Leader         = (*Backend)(nil)
+	_ backend.LeaderLocator  = (*Backend)(nil)
 )
 
 // ErrNotManaged is returned when an object with a deployment's name exists
@@ -54,6 +55,12 @@ type Config struct {
 	// LeaseDuration is how long a lease lasts without renewal, so how long
 	// the others wait after a leader dies before taking over (default 15s).
 	LeaseDuration time.Duration
+	// PeerAddr is where the other tandem processes reach this one
+	// (host:port of its admin listener, for example POD_IP:8081). The
+	// lease holder publishes it on the Lease (AnnotationPeerAddr) so that
+	// followers can report their traffic to it (internal/peerstats).
+	// Empty: this process, when it leads, receives no reports.
+	PeerAddr string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// HostNetwork runs model pods in the node's network namespace. It is
@@ -98,6 +105,9 @@ type Backend struct {
 	pods   *podWatcher
 
 	leader atomic.Bool
+	// lease is the holder and its peer address as the lease was last read
+	// or written (by the contending goroutine); nil before the first read.
+	lease atomic.Pointer[leaseView]
 	// release gives the lease up on Close; tests turn it off to play a
 	// tandem that dies without a word.
 	release bool
@@ -176,6 +186,17 @@ func (b *Backend) Identity() string { return b.cfg.Identity }
 
 // IsLeader reports whether this process holds the lease now.
 func (b *Backend) IsLeader() bool { return b.leader.Load() }
+
+// LeaderAddr returns the peer address the lease holder published, "" when
+// the lease has no holder, the holder published none, or the lease was
+// not read yet. A follower reads the lease once per retry period (2 s by
+// default), so the answer may be that old. It does not block.
+func (b *Backend) LeaderAddr() string {
+	if v := b.lease.Load(); v != nil {
+		return v.addr
+	}
+	return ""
+}
 
 // closeWait bounds how long Close waits to give the lease up (an API
 // server that does not answer must not hang tandem's shutdown).

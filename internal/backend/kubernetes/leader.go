@@ -4,9 +4,7 @@ import (
 	"context"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 )
 
 // leaseTimes derives the renew deadline and retry period from the lease
@@ -21,11 +19,7 @@ func leaseTimes(d time.Duration) (renew, retry time.Duration) {
 // leadership is lost (for example after a network partition), and releases
 // it when ctx ends.
 func (b *Backend) contend(ctx context.Context) {
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Name: b.cfg.LeaseName, Namespace: b.cfg.Namespace},
-		Client:     b.client.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: b.cfg.Identity},
-	}
+	lock := b.newLock() // a LeaseLock that also publishes Config.PeerAddr
 	renew, retry := leaseTimes(b.cfg.LeaseDuration)
 	log := b.log.With("lease", b.cfg.LeaseName, "identity", b.cfg.Identity)
 	for ctx.Err() == nil {
