@@ -251,6 +251,9 @@ func (c *Controller) Apply(ctx context.Context, m *manifest.Manifest) (Result, e
 	if err != nil {
 		return "", err
 	}
+	if err := checkFields(m, be, rb); err != nil {
+		return "", err
+	}
 	beName := backendName(be, rb)
 	var meta json.RawMessage
 	if meta, err = c.describe(m); err != nil {
