@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"tandem/internal/problem"
@@ -27,6 +28,10 @@ type Access struct {
 	Audit *Audit
 	// Logger receives failures to write the audit log; nil is slog.Default.
 	Logger *slog.Logger
+	// Quiet names write paths that Audit records only when refused or
+	// failed: machine traffic that changes nothing an operator audits (the
+	// stats the other tandem processes post, once a second each).
+	Quiet []string
 }
 
 // Auth values of an audit record: who made the request.
@@ -53,7 +58,7 @@ const (
 // a CORS preflight (text/plain, form posts) or with a rebound DNS name.
 // Writes are recorded in a.Audit with their answer's status.
 func Protect(h http.Handler, a Access) http.Handler {
-	p := &protected{h: h, audit: a.Audit, log: a.Logger}
+	p := &protected{h: h, audit: a.Audit, log: a.Logger, quiet: a.Quiet}
 	if p.log == nil {
 		p.log = slog.Default()
 	}
@@ -71,6 +76,7 @@ type protected struct {
 	tokenSum *[sha256.Size]byte
 	audit    *Audit
 	log      *slog.Logger
+	quiet    []string
 }
 
 func (p *protected) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -85,7 +91,11 @@ func (p *protected) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = r.WithContext(withAuditRecord(r.Context(), rec))
 		sw := &statusWriter{ResponseWriter: w}
 		w = sw
-		defer func() { p.audit.record(r, rec, sw.status(), p.log) }()
+		defer func() {
+			if st := sw.status(); st >= 300 || !slices.Contains(p.quiet, r.URL.Path) {
+				p.audit.record(r, rec, st, p.log)
+			}
+		}()
 	}
 	who, err := p.check(r, write)
 	if rec != nil {

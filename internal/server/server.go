@@ -33,6 +33,7 @@ import (
 	"tandem/internal/inference"
 	"tandem/internal/manifest"
 	"tandem/internal/metrics"
+	"tandem/internal/peerstats"
 	"tandem/internal/runtime/onnx"
 	"tandem/internal/store"
 	"tandem/internal/tenant"
@@ -54,6 +55,11 @@ type Config struct {
 	Docker                    string
 	Kubeconfig, KubeNamespace string
 	KubeHostNetwork           bool
+	// PeerAddr is where the other tandem processes sharing the Kubernetes
+	// cluster reach this one's control API, to report their traffic when
+	// it leads (host:port). "" means $POD_IP with the admin listener's
+	// port in a pod, else the admin listener's address when it names one.
+	PeerAddr string
 	// Prices is a price table file; "" uses the built-in table.
 	Prices string
 	// Tick is how often each deployment's autoscaler decides.
@@ -119,17 +125,27 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
+	// The control API's listener opens before the backends: the
+	// kubernetes backend publishes its address to the other tandems.
+	al, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		return fmt.Errorf("--admin-listen: %w", err)
+	}
+	stack.push(func() { al.Close() })
+	cfg.PeerAddr = peerAddr(cfg.PeerAddr, al.Addr())
+
 	backends, replicas, err := openBackends(cfg, dataDir, log, &stack)
 	if err != nil {
 		return err
 	}
+	peers := openPeerStats(ctx, replicas, sec, cfg.Tick, log, &stack)
 	self, _ := os.Executable()
 	m := metrics.New()
 	m.Registry.MustRegister(meter)
 	ctrl := controller.New(controller.Config{
 		Store: st, Backends: backends, ReplicaBackends: replicas, DefaultBackend: cfg.Backend, Metrics: m,
 		Logger: log, Tick: cfg.Tick, Meter: meter, MaxInstances: cfg.MaxInstances,
-		Runtimes: []controller.Runtime{onnx.Runtime{Self: self}},
+		Runtimes: []controller.Runtime{onnx.Runtime{Self: self}}, Peers: peers.controller(),
 	})
 
 	gl, err := net.Listen("tcp", cfg.Listen)
@@ -137,11 +153,6 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return fmt.Errorf("--listen: %w", err)
 	}
 	stack.push(func() { gl.Close() })
-	al, err := net.Listen("tcp", cfg.AdminListen)
-	if err != nil {
-		return fmt.Errorf("--admin-listen: %w", err)
-	}
-	stack.push(func() { al.Close() })
 	var grpcL net.Listener
 	if cfg.GRPCListen != "" {
 		grpcL, err = net.Listen("tcp", cfg.GRPCListen)
@@ -165,7 +176,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	meter.Mount(admin.Handle)
 	dashboard.Start(ctx, dashboard.Config{Deployments: ctrl, Costs: meter, Metrics: m.Registry, Logger: log}).Mount(admin.Handle) // /ui
 	admin.MountTenants(tenants)
-	asrv := gateway.NewHTTPServer(api.Protect(admin, api.Access{Token: sec.token, Audit: audit, Logger: log}), cfg.Limits)
+	if peers != nil {
+		admin.Handle("POST "+peerstats.Path, peers.Collector)
+	}
+	asrv := gateway.NewHTTPServer(api.Protect(admin, api.Access{Token: sec.token, Audit: audit, Logger: log,
+		Quiet: []string{peerstats.Path}}), cfg.Limits)
 	// The control API closes after the instances have stopped.
 	stack.push(func() { shutdownHTTP(asrv) })
 
@@ -326,7 +341,7 @@ func openBackends(cfg Config, dataDir string, log *slog.Logger, stack *stopStack
 	if cfg.Backend == manifest.BackendKubernetes || cfg.Kubeconfig != "" || os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
 		klog.SetSlogLogger(log.With("component", "client-go"))
 		kb, err := kubernetes.New(kubernetes.Config{Kubeconfig: cfg.Kubeconfig, Namespace: cfg.KubeNamespace,
-			HostNetwork: cfg.KubeHostNetwork, Logger: log.With("component", "kubernetes")})
+			HostNetwork: cfg.KubeHostNetwork, PeerAddr: cfg.PeerAddr, Logger: log.With("component", "kubernetes")})
 		if err != nil {
 			return nil, nil, fmt.Errorf("kubernetes backend: %w", err)
 		}
