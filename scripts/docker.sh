@@ -5,7 +5,8 @@
 #   scripts/docker.sh install        apt-get install docker.io if dockerd is missing
 #   scripts/docker.sh start          start dockerd without a bridge, wait for the socket
 #   scripts/docker.sh stop           stop the dockerd this script started
-#   scripts/docker.sh images [NAME]  build images: fakemodel (default), iris, onnx, all
+#   scripts/docker.sh images [NAME]  build images: fakemodel (default), podserver, iris, onnx,
+#                                    tandem, all
 #   scripts/docker.sh status         say whether the engine answers
 #
 # Commands may be chained: scripts/docker.sh install start images
@@ -114,6 +115,18 @@ image_fakemodel() {
 	log "built tandem-fakemodel:test"
 }
 
+# image_podserver builds tandem-podserver:test: scratch plus a static
+# internal/backend/kubernetes/testdata/podserver, a model server for the pod
+# network (it listens on every interface and answers /name with its pod's name).
+image_podserver() {
+	local ctx
+	tmpdir ctx
+	(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -o "$ctx/podserver" ./internal/backend/kubernetes/testdata/podserver)
+	printf 'FROM scratch\nCOPY podserver /podserver\nENTRYPOINT ["/podserver"]\n' >"$ctx/Dockerfile"
+	DOCKER_BUILDKIT=0 docker build -q -t tandem-podserver:test "$ctx" >/dev/null
+	log "built tandem-podserver:test"
+}
+
 # debian_base makes tandem-debian:bookworm-<name> from a debootstrap'd minbase
 # Debian with the given packages (comma-separated), once; the rootfs tarball is
 # cached so that a second build skips debootstrap.
@@ -193,11 +206,12 @@ cmd_images() {
 	engine_up || die "engine not answering: run scripts/docker.sh start"
 	case "${1:-fakemodel}" in
 	fakemodel) image_fakemodel ;;
+	podserver) image_podserver ;;
 	iris) image_iris ;;
 	onnx) image_onnx ;;
 	tandem) image_tandem ;;
-	all) image_fakemodel; image_iris; image_tandem ;;
-	*) die "unknown image $1 (fakemodel | iris | onnx | tandem | all)" ;;
+	all) image_fakemodel; image_podserver; image_iris; image_tandem ;;
+	*) die "unknown image $1 (fakemodel | podserver | iris | onnx | tandem | all)" ;;
 	esac
 }
 
@@ -209,7 +223,7 @@ while [[ $# -gt 0 ]]; do
 	stop) cmd_stop ;;
 	status) cmd_status ;;
 	images)
-		if [[ $# -gt 1 && "$2" =~ ^(fakemodel|iris|onnx|tandem|all)$ ]]; then
+		if [[ $# -gt 1 && "$2" =~ ^(fakemodel|podserver|iris|onnx|tandem|all)$ ]]; then
 			cmd_images "$2"
 			shift
 		else
