@@ -82,7 +82,7 @@ type State struct {
 const (
 	ReasonStable   = "stable"         // ceil(stable concurrency / target)
 	ReasonPanic    = "panic"          // max(ceil(panic concurrency / target), peak, current)
-	ReasonQueued   = "queued"         // a request waits, so at least one instance
+	ReasonQueued   = "queued"         // requests wait with nothing ready: ceil(waiting / target), at least one
 	ReasonIdle     = "idle"           // serverless, no traffic for the idle timeout
 	ReasonNoDemand = "no demand"      // serverless, no instances and nothing waiting
 	ReasonKeepWarm = "not idle yet"   // serverless, keeps one until the idle timeout
@@ -184,6 +184,15 @@ func Decide(p Params, s State, m Metrics, now time.Time) (Decision, State) {
 
 	if m.Queued > 0 && d.Desired < 1 {
 		d.Desired, d.Reason = 1, ReasonQueued
+	}
+	// Nothing ready: every request waits, and the windows, full of the
+	// quiet before, cannot see a burst yet. What waits now sizes the
+	// wake-up (30 queued at target 1 start 30 instances at once, up to
+	// Max), instead of one now and the rest a tick or two later.
+	if m.Ready == 0 && m.Queued > 0 {
+		if want := wantFor(float64(m.Queued+m.InFlight), target); want > d.Desired {
+			d.Desired, d.Reason = want, ReasonQueued
+		}
 	}
 
 	if p.ScaleToZero {

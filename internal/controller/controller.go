@@ -159,9 +159,9 @@ func (c *Controller) Start(ctx context.Context) error {
 			continue
 		}
 		if rb != nil {
-			d := c.newDeployment(r, nil, rb)
+			d := c.newDeployment(r, nil, rb, nil)
 			c.deps[r.Manifest.Name] = d
-			go d.runReplicas()
+			go d.run()
 			continue
 		}
 		k := key{be.Name(), r.Manifest.Name}
@@ -174,9 +174,9 @@ func (c *Controller) Start(ctx context.Context) error {
 			}
 		}
 		delete(adopt, k)
-		d := c.newDeployment(r, be, nil)
+		d := c.newDeployment(r, be, nil, keep)
 		c.deps[r.Manifest.Name] = d
-		go d.run(keep)
+		go d.run()
 	}
 	for k, ins := range adopt {
 		for _, in := range ins {
@@ -286,14 +286,10 @@ func (c *Controller) Apply(ctx context.Context, m *manifest.Manifest) (Result, e
 		c.publish() // the openai block may have changed
 		return Updated, nil
 	}
-	d = c.newDeployment(rec, be, rb)
+	d = c.newDeployment(rec, be, rb, nil)
 	c.deps[m.Name] = d
 	c.publish()
-	if rb != nil {
-		go d.runReplicas()
-	} else {
-		go d.run(nil)
-	}
+	go d.run()
 	return Created, nil
 }
 
@@ -316,8 +312,8 @@ func (c *Controller) Delete(ctx context.Context, name string) error {
 	c.mu.Unlock()
 	d.Cache.Purge()
 	err := d.shutdown(ctx)
-	if d.rb != nil && err == nil {
-		err = d.rb.Delete(ctx, name)
+	if err == nil {
+		err = d.act.remove(ctx, name)
 	}
 	c.cfg.Metrics.Forget(name)
 	c.cfg.Meter.DeploymentDeleted(name, time.Now())
@@ -398,12 +394,7 @@ func (c *Controller) Logs(ctx context.Context, name string, tail int, w io.Write
 	if !ok {
 		return fmt.Errorf("model %q: %w", name, ErrNotFound)
 	}
-	var lr backend.LogReader
-	if d.be != nil {
-		lr, _ = d.be.(backend.LogReader)
-	} else {
-		lr, _ = d.rb.(backend.LogReader)
-	}
+	lr, _ := d.act.backend().(backend.LogReader)
 	if lr == nil {
 		return fmt.Errorf("backend %s keeps no logs", d.backendName())
 	}
@@ -422,12 +413,7 @@ func (c *Controller) FollowLogs(ctx context.Context, name string, tail int, w io
 	if !ok {
 		return fmt.Errorf("model %q: %w", name, ErrNotFound)
 	}
-	var lf backend.LogFollower
-	if d.be != nil {
-		lf, _ = d.be.(backend.LogFollower)
-	} else {
-		lf, _ = d.rb.(backend.LogFollower)
-	}
+	lf, _ := d.act.backend().(backend.LogFollower)
 	if lf == nil {
 		return fmt.Errorf("%s: %w", d.backendName(), ErrCannotFollow)
 	}

@@ -259,7 +259,7 @@ func TestActivator_QueueFullAndStartTimeout(t *testing.T) {
 func TestCrash_KilledInstanceReplaced(t *testing.T) {
 	s := startServer(t, "")
 	s.deploy("", fakeManifest(t, "crash", "dedicated", nil, "min: 1\nmax: 1", "startup: 20s\nrequest: 20s"))
-	s.waitFor("ready", 20*time.Second, func(st *controller.Status) bool { return st.Ready == 1 }, "crash")
+	killedID := s.waitFor("ready", 20*time.Second, func(st *controller.Status) bool { return st.Ready == 1 }, "crash").Instances[0].ID
 	pid, _ := strconv.Atoi(pidsOf(t, s, "crash", 1))
 	var wg sync.WaitGroup
 	replies := make([]reply, 5)
@@ -280,7 +280,12 @@ func TestCrash_KilledInstanceReplaced(t *testing.T) {
 			t.Errorf("in-flight request %d: %v, want 502 saying the instance died (killed)", i, r)
 		}
 	}
-	st := s.waitFor("replacement ready", 20*time.Second, func(st *controller.Status) bool { return st.Ready == 1 }, "crash")
+	// The status read right after the kill may be one published before the
+	// loop saw the exit (the old instance still ready): wait for the
+	// restart to be recorded and the replacement to be ready.
+	st := s.waitFor("replacement ready", 20*time.Second, func(st *controller.Status) bool {
+		return st.Restarts >= 1 && st.Ready == 1 && len(st.Instances) == 1 && st.Instances[0].ID != killedID
+	}, "crash")
 	if st.Restarts != 1 {
 		t.Errorf("restarts = %d, want 1", st.Restarts)
 	}

@@ -84,8 +84,7 @@ func New(cfg Config) *Pool {
 	p.SetConfig(cfg)
 	empty := []*Instance{}
 	p.ready.Store(&empty)
-	p.stats.last = time.Now()
-	p.stats.lastActive = p.stats.last // a new pool is not idle since forever
+	p.stats.start(time.Now())
 	return p
 }
 
@@ -125,7 +124,7 @@ func (l *Lease) Release() {
 		return
 	}
 	l.Instance.release()
-	l.pool.stats.add(-1)
+	l.pool.stats.add(-1, time.Now())
 	if l.pool.queued.Load() > 0 {
 		l.pool.dispatch()
 	}
@@ -136,13 +135,13 @@ func (l *Lease) Release() {
 // instance has room, the wait deadline passes (ErrStartTimeout), the queue
 // is full (ErrQueueFull, at once), or ctx is done.
 func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
-	p.stats.add(1)
+	p.stats.add(1, time.Now())
 	if in := p.pick(); in != nil {
 		return &Lease{Instance: in, pool: p}, nil
 	}
 	l, err := p.wait(ctx)
 	if err != nil {
-		p.stats.add(-1)
+		p.stats.add(-1, time.Now())
 	}
 	return l, err
 }
@@ -344,8 +343,7 @@ type stats struct {
 	lastActive time.Time
 }
 
-func (s *stats) add(d int64) {
-	now := time.Now()
+func (s *stats) add(d int64, now time.Time) {
 	s.mu.Lock()
 	s.integral += float64(s.cur) * float64(now.Sub(s.last))
 	s.last = now
@@ -354,6 +352,14 @@ func (s *stats) add(d int64) {
 		s.lastActive = now
 	}
 	s.mu.Unlock()
+}
+
+// start begins the integral at now. A new pool is not idle since
+// forever, and the first sample covers the time since start: requests
+// that come and go before the deployment's first tick (a wake from zero
+// right after a deploy) count.
+func (s *stats) start(now time.Time) {
+	s.last, s.lastActive, s.sampled = now, now, now
 }
 
 func (s *stats) sample(now time.Time) (float64, time.Duration, time.Time) {

@@ -1,6 +1,9 @@
 package pool
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // AcquireExcept is Acquire for a retry after a call to failed did not get
 // an answer: it takes a slot on the least-loaded ready instance other than
@@ -12,11 +15,11 @@ import "context"
 // known to have exited is never picked (it drains). It blocks like
 // Acquire; safe for concurrent use.
 func (p *Pool) AcquireExcept(ctx context.Context, failed *Instance) (*Lease, error) {
-	p.stats.add(1)
+	p.stats.add(1, time.Now())
 	if in := p.pickExcept(failed); in != nil {
 		return &Lease{Instance: in, pool: p}, nil
 	}
-	p.stats.add(-1)
+	p.stats.add(-1, time.Now())
 	return p.Acquire(ctx)
 }
 

@@ -1,15 +1,18 @@
 package recommend
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
 
 	"tandem/internal/autoscaler"
+	"tandem/internal/backend"
 	"tandem/internal/cost"
 	"tandem/internal/loadgen"
 	"tandem/internal/manifest"
+	"tandem/internal/reconciler"
 	"tandem/internal/trace"
 )
 
@@ -105,13 +108,13 @@ func ForMode(m *manifest.Manifest, mode manifest.Mode) *manifest.Manifest {
 	return &c
 }
 
-// params returns the autoscaler's parameters the controller would use.
-func params(m *manifest.Manifest) autoscaler.Params {
-	be := m.Backend
-	if be == "" {
-		be = manifest.BackendProcess
+// backendOf names the backend the controller would run m on (limits such
+// as one instance per fixed port depend on it).
+func backendOf(m *manifest.Manifest) string {
+	if m.Backend == "" {
+		return manifest.BackendProcess
 	}
-	return autoscaler.ParamsOn(m, be)
+	return m.Backend
 }
 
 // epoch is the simulation's time zero. Any fixed instant would do; it is
@@ -132,6 +135,9 @@ type simInstance struct {
 	state    instState
 	inflight int
 	edges    time.Duration // the busy clock: minus each busy period's start, plus its end
+	// started: the core has seen it start (Started); canceled: retired
+	// before that, so its start ends as a cancelled one.
+	started, canceled bool
 }
 
 // BusyTime implements cost.BusyReader with the simulation's clock.
@@ -155,8 +161,9 @@ type evKind uint8
 
 const (
 	evComplete evKind = iota
-	evReady
-	evExit
+	evReady           // the cold start is over: Started, then Ready
+	evExit            // an instance ended (Exited)
+	evCanceled        // a start cancelled by a retire ended (Started with an error)
 	evTimeout
 )
 
@@ -168,16 +175,17 @@ type event struct {
 	w    *waiter
 }
 
-// sim replays a trace through the pool's activator semantics and the
-// controller's loop, with autoscaler.Decide and autoscaler.Window deciding
-// exactly as they do live, in simulated time.
+// sim replays a trace through the pool's activator semantics, and steps
+// the controller's reconciler.Core (the same decisions as live: the
+// autoscaler, its windows, starts, drains and backoff) in simulated time,
+// applying its effects as a backend whose instances take the measured
+// cold start would.
 type sim struct {
 	cfg     Config
 	tm      Timings
 	man     *manifest.Manifest
-	params  autoscaler.Params
-	window  *autoscaler.Window
-	state   autoscaler.State
+	core    *reconciler.Core
+	byID    map[string]*simInstance
 	rng     *rand.Rand
 	service map[string][]time.Duration
 	meter   *cost.Meter
@@ -193,14 +201,12 @@ type sim struct {
 	queued    int
 	inflight  int // requests being served, on any instance
 	nextID    int
-	desired   int
 
 	// The pool's concurrency integral (in flight plus queued).
 	cur        int
 	integral   float64
 	last       time.Duration
 	sampled    time.Duration
-	hasSampled bool
 	lastActive time.Duration
 	everActive bool
 
@@ -231,8 +237,7 @@ func Simulate(tr *trace.Trace, tm Timings, cfg Config) (*Result, error) {
 	}
 	m := cfg.Manifest
 	s := &sim{
-		cfg: cfg, tm: tm, man: m, params: params(m),
-		window:  autoscaler.NewWindow(autoscaler.WindowBucket(m), m.Scaling.StableWindow.D()),
+		cfg: cfg, tm: tm, man: m, byID: map[string]*simInstance{},
 		rng:     rand.New(rand.NewPCG(cfg.Seed, 0x73696d)),
 		service: tm.Service,
 		meter:   cost.NewMeter(cfg.Prices, epoch),
@@ -243,10 +248,13 @@ func Simulate(tr *trace.Trace, tm Timings, cfg Config) (*Result, error) {
 	s.reqs = s.meter.Requests(m.Name)
 	s.meter.Deployment(m, epoch)
 	// The measured stretch starts with the deployment settled: dedicated
-	// warm at its minimum, serverless at zero.
-	for i := 0; i < s.params.Min; i++ {
-		in := s.start()
-		s.becomeReady(in)
+	// warm at its minimum (started and ready at once), serverless at zero.
+	var effects []reconciler.Effect
+	s.core, effects = reconciler.New(reconciler.Config{Name: m.Name, Kind: reconciler.Instances, Backend: backendOf(m),
+		NewID: func() string { s.nextID++; return fmt.Sprintf("i%d", s.nextID) }}, m, nil, epoch)
+	s.apply(effects)
+	for _, in := range s.instances {
+		s.step(reconciler.Started{ID: in.id, Addr: in.id, At: epoch})
 	}
 	s.res.Starts = 0
 	s.run(tr)
@@ -404,14 +412,16 @@ func (s *sim) handle(e event) {
 			s.dispatch()
 		}
 	case evReady:
-		if e.inst.state != simStarting {
-			return // retired while starting
+		if e.inst.canceled || e.inst.state == simGone {
+			return // retired while starting: evCanceled tells the core
 		}
-		s.becomeReady(e.inst)
-		s.dispatch()
-		s.reconcile()
+		s.step(reconciler.Started{ID: e.inst.id, Addr: e.inst.id, At: s.at(s.now)})
 	case evExit:
-		s.gone(e.inst)
+		if e.inst.state != simGone {
+			s.step(reconciler.Exited{ID: e.inst.id, Exit: backend.Exit{At: s.at(s.now)}})
+		}
+	case evCanceled:
+		s.step(reconciler.Started{ID: e.inst.id, Err: context.Canceled})
 	case evTimeout:
 		w := e.w
 		if w.done {
@@ -458,11 +468,10 @@ func (s *sim) dispatch() {
 // low rates most of a trace's ticks are such; skipping them is what makes
 // long, quiet traces fast to simulate.
 func (s *sim) quiescent() bool {
-	if s.cur != 0 || s.queued != 0 || !s.state.PanicSince.IsZero() {
+	if s.cur != 0 || s.queued != 0 || !s.core.Settled() {
 		return false
 	}
-	ready, starting := s.counts()
-	if starting != 0 || ready != s.desired || (s.params.ScaleToZero && ready != 0) {
+	if s.man.Mode == manifest.Serverless && len(s.ready) != 0 && s.man.Scaling.MinInstances() == 0 {
 		return false
 	}
 	return !s.everActive || s.now-s.lastActive > s.man.Scaling.StableWindow.D()+2*autoscaler.WindowBucket(s.man)
@@ -480,114 +489,78 @@ func (s *sim) wake(at, nextTick time.Duration) time.Duration {
 	last := nextTick + skipped*s.cfg.Tick
 	now := s.now
 	s.now = last
-	if avg, dt, _ := s.sample(); dt > 0 {
-		s.window.Record(s.at(last), dt, avg)
-	}
+	s.evaluate()
 	s.now = now
 	return last + s.cfg.Tick
 }
 
-// evaluate is the controller's evaluate: sample the pool, record the
-// window, decide, reconcile.
+// evaluate is the controller's tick: sample the pool, step the core.
 func (s *sim) evaluate() {
 	avg, dt, lastActive := s.sample()
-	now := s.at(s.now)
-	if dt > 0 {
-		s.window.Record(now, dt, avg)
-	}
-	ready, starting := s.counts()
-	inflight := 0
-	for _, in := range s.ready {
-		inflight += in.inflight
-	}
-	sc := s.man.Scaling
-	m := autoscaler.Metrics{
-		StableConcurrency: s.window.Average(now, sc.StableWindow.D()),
-		PanicConcurrency:  s.window.Average(now, sc.PanicWindow.D()),
-		Ready:             ready,
-		Starting:          starting,
-		Queued:            s.queued,
-		InFlight:          inflight,
-		LastActive:        lastActive,
-	}
-	var d autoscaler.Decision
-	d, s.state = autoscaler.Decide(s.params, s.state, m, now)
-	s.desired = d.Desired
-	s.reconcile()
-}
-
-func (s *sim) counts() (ready, starting int) {
-	for _, in := range s.instances {
-		switch in.state {
-		case simReady:
-			ready++
-		case simStarting:
-			starting++
+	var busy map[string]int
+	if len(s.ready) > 0 {
+		busy = make(map[string]int, len(s.ready))
+		for _, in := range s.ready {
+			busy[in.id] = in.inflight
 		}
 	}
-	return
+	s.step(reconciler.Tick{Avg: avg, Dt: dt, LastActive: lastActive, Queued: s.queued,
+		InFlight: s.inflight, Busy: busy, Leader: true})
 }
 
-// reconcile is the controller's reconcile: start or retire instances
-// until ready plus starting matches the desired size.
-func (s *sim) reconcile() {
-	ready, starting := s.counts()
-	switch have := ready + starting; {
-	case have < s.desired:
-		for i := have; i < s.desired; i++ {
-			in := s.start()
+func (s *sim) step(ev reconciler.Event) {
+	s.apply(s.core.Step(s.at(s.now), ev))
+}
+
+// apply carries the core's effects out as the controller's loop and a
+// backend would, in simulated time.
+func (s *sim) apply(effects []reconciler.Effect) {
+	for _, e := range effects {
+		switch e := e.(type) {
+		case reconciler.StartInstance:
+			in := &simInstance{id: e.ID, state: simStarting}
+			s.instances = append(s.instances, in)
+			s.byID[in.id] = in
+			s.res.Starts++
+			s.res.Peak = max(s.res.Peak, len(s.instances))
+			s.meter.InstanceStarting(s.man.Name, in.id, e.Trigger)
 			s.push(event{at: s.now + s.tm.ColdStart, kind: evReady, inst: in})
+		case reconciler.WatchInstance:
+			// The cold start measured runs to ready: ready at once.
+			if in := s.byID[e.ID]; in != nil {
+				in.started = true
+				s.step(reconciler.Ready{ID: e.ID})
+			}
+		case reconciler.AddToPool:
+			in := s.byID[e.ID]
+			in.state = simReady
+			s.ready = append(s.ready, in)
+			s.meter.InstanceReady(s.man.Name, in.id, in, s.at(s.now))
+			s.dispatch()
+		case reconciler.Retire:
+			in := s.byID[e.ID]
+			if in == nil {
+				continue
+			}
+			s.retire(in)
+		case reconciler.Kill:
+			s.push(event{at: s.now, kind: evExit, inst: s.byID[e.ID]})
+		case reconciler.Gone:
+			if in := s.byID[e.ID]; in != nil {
+				s.gone(in)
+			}
 		}
-	case have > s.desired:
-		s.scaleDown(have - s.desired)
 	}
 }
 
-func (s *sim) start() *simInstance {
-	s.nextID++
-	in := &simInstance{id: fmt.Sprintf("i%d", s.nextID), state: simStarting}
-	s.instances = append(s.instances, in)
-	s.res.Starts++
-	s.res.Peak = max(s.res.Peak, len(s.instances))
-	s.meter.InstanceStarting(s.man.Name, in.id, s.at(s.now))
-	return in
-}
-
-func (s *sim) becomeReady(in *simInstance) {
-	in.state = simReady
-	s.ready = append(s.ready, in)
-	s.meter.InstanceReady(s.man.Name, in.id, in, s.at(s.now))
-}
-
-// scaleDown retires n instances: starting ones first, then the least busy
-// (the most recently added on a tie).
-func (s *sim) scaleDown(n int) {
-	for ; n > 0; n-- {
-		var pick *simInstance
-		for _, in := range s.instances {
-			if in.state == simStarting {
-				pick = in
-				break
-			}
-		}
-		if pick == nil {
-			for _, in := range s.ready {
-				if pick == nil || in.inflight <= pick.inflight {
-					pick = in
-				}
-			}
-		}
-		if pick == nil {
-			return
-		}
-		s.retire(pick)
-	}
-}
-
+// retire takes an instance out of rotation: once its requests are done
+// it stops, taking the measured stop time; a start not over yet is
+// cancelled, and ends after the stop time too.
 func (s *sim) retire(in *simInstance) {
-	if in.state == simStarting {
+	if !in.started {
+		in.canceled = true
 		in.state = simDraining
-		s.push(event{at: s.now + s.tm.Stop, kind: evExit, inst: in})
+		s.push(event{at: s.now + s.tm.Stop, kind: evCanceled, inst: in})
 		return
 	}
 	in.state = simDraining
@@ -613,6 +586,13 @@ func (s *sim) gone(in *simInstance) {
 			break
 		}
 	}
+	for i, r := range s.ready {
+		if r == in {
+			s.ready = append(s.ready[:i], s.ready[i+1:]...)
+			break
+		}
+	}
+	delete(s.byID, in.id)
 	s.meter.InstanceGone(s.man.Name, in.id, s.at(s.now))
 }
 
@@ -630,17 +610,13 @@ func (s *sim) sample() (float64, time.Duration, time.Time) {
 	now := max(s.now, s.last)
 	s.integral += float64(s.cur) * float64(now-s.last)
 	s.last = now
-	start := now
-	if s.hasSampled {
-		start = s.sampled
-	}
-	dt := now - start
+	dt := now - s.sampled // the first sample covers the time since epoch, as the pool's does
 	avg := float64(s.cur)
 	if dt > 0 {
 		avg = s.integral / float64(dt)
 	}
 	s.integral = 0
-	s.sampled, s.hasSampled = now, true
+	s.sampled = now
 	var active time.Time
 	switch {
 	case s.cur > 0:
