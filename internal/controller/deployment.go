@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"tandem/internal/reconciler"
 	"tandem/internal/backend"
 	"tandem/internal/cache"
 	"tandem/internal/cost"
@@ -17,6 +16,7 @@ import (
 	"tandem/internal/metrics"
 	"tandem/internal/pool"
 	"tandem/internal/problem"
+	"tandem/internal/reconciler"
 	"tandem/internal/store"
 )
 
@@ -90,9 +90,9 @@ type (
 
 func (c *Controller) newDeployment(r *store.Record, be backend.Backend, rb backend.ReplicaBackend, adopted []backend.Instance) *Deployment {
 	d := &Deployment{
-		Name:      r.Manifest.Name,
-		Metrics:   c.cfg.Metrics.ForModel(r.Manifest.Name),
-		Usage:     c.cfg.Meter.Requests(r.Manifest.Name),
+		Name:    r.Manifest.Name,
+		Metrics: c.cfg.Metrics.ForModel(r.Manifest.Name),
+		Usage:   c.cfg.Meter.Requests(r.Manifest.Name),
 		c:       c,
 		Cache:   cache.New(),
 		act:     newActuator(be, rb),

@@ -522,7 +522,7 @@ type View struct {
 	LastError   string
 	LastErrorAt time.Time
 	Instances   []Instance // by id
-	Kind      Kind
+	Kind        Kind
 	// Scaled is the replica count set on the platform (replica mode; -1
 	// unknown).
 	Scaled int
