@@ -3,6 +3,7 @@ package controller_test
 import (
 	"context"
 	"io"
+	"math"
 	"net/http"
 	"slices"
 	"testing"
@@ -11,6 +12,8 @@ import (
 	"tandem/internal/backend"
 	"tandem/internal/backend/fake"
 	"tandem/internal/controller"
+	"tandem/internal/cost"
+	"tandem/internal/manifest"
 	"tandem/internal/store"
 )
 
@@ -156,3 +159,89 @@ func until(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// The cost meter sees a replica-mode deployment as it sees any other: an
+// update changes the size and mode it meters, and a delete, here or
+// through the shared catalog, ends its metering. Figures by hand from the
+// instants passed to the meter.
+func TestController_ReplicasMetered(t *testing.T) {
+	fr := fake.NewReplicas(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	prices := cost.DefaultPrices()
+	mk := func(meter *cost.Meter) *controller.Controller {
+		st, err := store.Open(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := controller.New(controller.Config{Store: st, ReplicaBackends: map[string]backend.ReplicaBackend{"kubernetes": fr},
+			DefaultBackend: "kubernetes", Tick: 20 * time.Millisecond, CatalogInterval: 20 * time.Millisecond, Meter: meter})
+		if err := c.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Shutdown(context.Background()); st.Close() })
+		return c
+	}
+	meter := cost.NewMeter(prices, time.Now())
+	a := mk(meter)
+	ctx := context.Background()
+	if _, err := a.Apply(ctx, parse(t, "name: a\nmode: dedicated\nruntime: {image: x}\nresources: {cpu: 1, memory: 1Gi}\nscaling: {min: 2, max: 3}\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, a, func(s *controller.Status) bool { return s.Ready == 2 })
+	// Update: 3 instances of 2 vCPU and 4 GiB, billed as serverless.
+	if _, err := a.Apply(ctx, parse(t, "name: a\nmode: serverless\nruntime: {image: x}\nresources: {cpu: 2, memory: 4Gi}\nscaling: {min: 3, max: 3}\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, a, func(s *controller.Status) bool { return s.Ready == 3 && s.Mode == manifest.Serverless })
+	t1 := time.Now()
+	l1 := meter.Live(t1).Models["a"]
+	t2 := t1.Add(10 * time.Millisecond)
+	l2 := meter.Live(t2).Models["a"]
+	secs := t2.Sub(t1).Seconds()
+	idle := l2.Idle.Minus(l1.Idle)
+	if l2.Mode != manifest.Serverless {
+		t.Errorf("metered mode %q after the update, want serverless", l2.Mode)
+	}
+	if !near(idle.Seconds, 3*secs) || !near(idle.CPU, 3*2*secs) || !near(idle.GB, 3*4*secs) {
+		t.Errorf("idle over %.3fs after the update: %+v, want 3 instances of 2 vCPU, 4 GiB", secs, idle)
+	}
+	floor := l2.Floor.Minus(l1.Floor)
+	if !near(floor.Seconds, 3*secs) {
+		t.Errorf("floor over %.3fs: %+v, want max(1, min 3) instances", secs, floor)
+	}
+
+	// A second process, with its own meter, follows the deployment through
+	// the shared catalog; a delete on the first reaches it, and neither
+	// meters the deployment afterwards.
+	meterB := cost.NewMeter(prices, time.Now())
+	b := mk(meterB)
+	until(t, "b follows a's deployment", func() bool { _, ok := b.Lookup("a"); return ok })
+	waitStatusOf(t, b, func(s *controller.Status) bool { return s.Ready == 3 })
+	if err := a.Delete(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "b forgets the deleted deployment", func() bool { _, ok := b.Lookup("a"); return !ok })
+	for _, m := range []*cost.Meter{meter, meterB} {
+		var l3, l4 cost.Usage
+		// b ends its copy in the background: until it has, the deployment
+		// is still metered there.
+		until(t, "metering ends", func() bool {
+			t3 := time.Now()
+			l3 = m.Live(t3).Models["a"]
+			l4 = m.Live(t3.Add(time.Hour)).Models["a"]
+			return l4.Total() == l3.Total() && l4.Floor == l3.Floor
+		})
+		if l3.Floor.Seconds == 0 {
+			t.Fatalf("nothing metered: %+v", l3)
+		}
+	}
+}
+
+func waitStatusOf(t *testing.T, c *controller.Controller, cond func(*controller.Status) bool) {
+	t.Helper()
+	until(t, "status", func() bool {
+		st, err := c.Status("a")
+		return err == nil && cond(st)
+	})
+}
+
+func near(got, want float64) bool { return math.Abs(got-want) < 1e-6*max(1, math.Abs(want)) }
