@@ -202,9 +202,7 @@ func (d *Deployment) run() {
 	if err != nil {
 		d.step(ctx, time.Now(), reconciler.PlatformError{Err: fmt.Errorf("watching endpoints: %w", err)})
 	}
-	if d.act.kind() == reconciler.Replicas {
-		d.tick(ctx, time.Now()) // the instance core decided in New
-	}
+	d.tick(ctx, time.Now())
 	d.publishStatus()
 	tick := time.NewTicker(d.c.cfg.Tick)
 	defer tick.Stop()
@@ -355,11 +353,7 @@ func (d *Deployment) apply(ctx context.Context, now time.Time, effects []reconci
 		case reconciler.PanicStarted:
 			d.c.cfg.Metrics.Panic(d.Name)
 		case reconciler.Failure:
-			if e.RetryIn > 0 || d.act.kind() == reconciler.Instances {
-				d.log.Warn("instance failed", "err", e.Err, "retry_in", e.RetryIn)
-			} else {
-				d.log.Warn("platform error", "err", e.Err)
-			}
+			d.log.Warn("failed", "err", e.Err, "retry_in", e.RetryIn)
 		}
 	}
 }
