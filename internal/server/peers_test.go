@@ -1,7 +1,10 @@
 package server
 
 import (
+	"crypto/tls"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 )
 
@@ -24,5 +27,35 @@ func TestPeerAddr(t *testing.T) {
 				t.Fatalf("peerAddr = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// A follower trusts the leader's certificate when it is the one it serves
+// itself (one Secret for every replica), whatever names it holds, and no
+// other.
+func TestPinnedTLS(t *testing.T) {
+	leader := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
+	defer leader.Close()
+	get := func(own *tls.Config) error {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: pinnedTLS(own)}}
+		resp, err := c.Get(leader.URL)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	if err := get(leader.TLS); err != nil {
+		t.Fatalf("the same certificate: %v", err)
+	}
+	certFile, keyFile, _ := selfSigned(t, t.TempDir())
+	other, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := get(&tls.Config{Certificates: []tls.Certificate{other}}); err == nil {
+		t.Fatal("a follower with another certificate trusted the leader's")
+	}
+	if err := get(&tls.Config{}); err == nil {
+		t.Fatal("a follower with no certificate trusted the leader's")
 	}
 }
