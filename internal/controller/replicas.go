@@ -62,6 +62,10 @@ func (c *Controller) mergeCatalog(rb backend.ReplicaBackend, recs map[string]str
 			}
 			d = c.newDeployment(&rec, nil, rb, nil)
 			d.follow.Store(true)
+			// Seen on the platform by this listing: a later listing
+			// without it forgets it, even when its objects went before
+			// its loop first read them (it would retry for ever).
+			d.seenAt.Store(listed.UnixNano())
 			c.deps[name] = d
 			c.publish()
 			c.log.Info("following a deployment from the shared platform", "model", name, "revision", rec.Manifest.Hash())
