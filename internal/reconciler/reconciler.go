@@ -220,6 +220,13 @@ func (c *Core) evaluate(now time.Time, t Tick) {
 		InFlight:          t.InFlight,
 		LastActive:        t.LastActive,
 	}
+	if t.Remote > 0 {
+		// Other tandem processes serve this deployment now: their
+		// traffic is demand too, and the idle clock must not run out on
+		// a leader that happens to receive none of it.
+		m.LastActive = now
+		m.InFlight = max(m.InFlight, 1)
+	}
 	wasPanic := c.decision.Panic
 	c.decision, c.scale = autoscaler.Decide(c.params, c.scale, m, now)
 	c.decided = true

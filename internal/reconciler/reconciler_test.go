@@ -321,3 +321,34 @@ func onlyKey(t *testing.T, m map[string]bool) string {
 }
 
 func intp(n int) *int { return &n }
+
+// A leader whose deployment's traffic all reaches other tandem processes
+// keeps it up: their reported concurrency is demand, and resets the idle
+// clock; once they report nothing, it goes to zero after idle_timeout.
+func TestCore_RemoteTrafficKeepsServerlessUp(t *testing.T) {
+	m := testManifest(t, manifest.Serverless, func(m *manifest.Manifest) {
+		m.Scaling.IdleTimeout = manifest.Duration(5 * time.Second)
+	})
+	w := newWorld(t, Replicas, m, nil)
+	w.arrive(1)
+	w.advance(time.Second)
+	w.finish(1)
+	remote := 1.0
+	for range 30 { // 30 s of traffic elsewhere only
+		w.now = w.now.Add(time.Second)
+		tk := w.sample()
+		tk.Remote = remote
+		w.step(tk)
+	}
+	if d := w.core.Desired(); d != 1 {
+		t.Fatalf("desired %d with traffic on the other processes, want 1", d)
+	}
+	remote = 0
+	for range 10 {
+		w.now = w.now.Add(time.Second)
+		w.step(w.sample())
+	}
+	if d := w.core.Desired(); d != 0 {
+		t.Fatalf("desired %d once nobody reports traffic for longer than idle_timeout, want 0", d)
+	}
+}
