@@ -17,9 +17,11 @@ import (
 
 // BenchmarkScaleFromZero measures scale 0 -> 1 to the first answered
 // request on the test cluster, split into phases seen from tandem's side:
-// the scale call, the pod created, scheduled, its container started, the
-// pod Ready, the endpoint in Watch, and the first answer. Each metric is
-// milliseconds since Scale was called (ms-scale is the call itself).
+// the scale call, the pod created, scheduled, its IP in its status, its
+// container started, the pod Ready, the endpoint in Watch, and the first
+// answer. Each metric is milliseconds since Scale was called (ms-scale is
+// the call itself). "listens-after-1s" is a server that loads for a second
+// before it listens, as model servers do.
 //
 //	go test -run '^$' -bench ScaleFromZero -benchtime 5x ./internal/backend/kubernetes/
 func BenchmarkScaleFromZero(b *testing.B) {
@@ -28,15 +30,21 @@ func BenchmarkScaleFromZero(b *testing.B) {
 	for _, tt := range []struct {
 		name, image, path string
 		hostNetwork       bool
+		env               map[string]string
 	}{
-		{"host-network/fakemodel", fakemodelImage, "/pid", true},
-		{"pod-network/podserver", podserverImage, "/name", false},
+		{"host-network/fakemodel", fakemodelImage, "/pid", true, nil},
+		{"pod-network/podserver", podserverImage, "/name", false, nil},
+		{"pod-network/podserver-listens-after-1s", podserverImage, "/name", false, map[string]string{"LISTEN_AFTER": "1s"}},
 	} {
 		b.Run(tt.name, func(b *testing.B) {
 			ctx := b.Context()
 			be := newClusterBackend(b, Config{HostNetwork: tt.hostNetwork, Logger: discardLogger()})
 			name := uniqueName("bench")
 			spec := specFor(b, be, name, tt.image, "")
+			if tt.env != nil {
+				spec.Manifest.Runtime.Env = tt.env
+				spec.Revision = spec.Manifest.Hash()
+			}
 			if err := be.Apply(ctx, spec); err != nil {
 				b.Fatal(err)
 			}
@@ -93,12 +101,17 @@ func BenchmarkScaleFromZero(b *testing.B) {
 
 				ms := func(t time.Time) float64 { return float64(t.Sub(start).Microseconds()) / 1000 }
 				phases["ms-scale"] = append(phases["ms-scale"], ms(scaled))
-				for _, p := range []string{"created", "scheduled", "started", "ready"} {
+				for _, p := range []string{"created", "scheduled", "ip", "started", "ready"} {
 					if t, ok := ps[p]; ok {
 						phases["ms-"+p] = append(phases["ms-"+p], ms(t))
 					}
 				}
 				phases["ms-endpoint"] = append(phases["ms-endpoint"], ms(endpoint))
+				// What tandem adds after the kubelet reports the pod's IP,
+				// whatever the load did to the steps before.
+				if t, ok := ps["ip"]; ok {
+					phases["ms-ip-to-endpoint"] = append(phases["ms-ip-to-endpoint"], float64(endpoint.Sub(t).Microseconds())/1000)
+				}
 				phases["ms-answered"] = append(phases["ms-answered"], ms(answered))
 
 				if err := be.Scale(ctx, name, 0); err != nil {
@@ -116,8 +129,8 @@ func BenchmarkScaleFromZero(b *testing.B) {
 }
 
 // podPhases records when the pod was first seen created, scheduled, with
-// its container running, and Ready; it returns once Ready or when the
-// watch stops.
+// an IP, with its container running, and Ready; it returns once Ready or
+// when the watch stops.
 func podPhases(events <-chan watch.Event) map[string]time.Time {
 	out := map[string]time.Time{}
 	mark := func(k string) {
@@ -133,6 +146,9 @@ func podPhases(events <-chan watch.Event) map[string]time.Time {
 		mark("created")
 		if p.Spec.NodeName != "" {
 			mark("scheduled")
+		}
+		if p.Status.PodIP != "" {
+			mark("ip")
 		}
 		for _, cs := range p.Status.ContainerStatuses {
 			if cs.State.Running != nil {

@@ -19,6 +19,12 @@
 //     (a channel of one, so bursts coalesce); each Watch goroutine reads
 //     the cache and sends the ready set when it changed. Nothing on the
 //     request path calls the API server.
+//   - A pod whose address is known but that the kubelet has not called
+//     Ready yet is probed by tandem itself, by one goroutine per pod
+//     (probe.go); it counts as ready while it answers, until the kubelet
+//     judges it. probing, probed and wasReady (guarded by the same mutex)
+//     say which pods have such a goroutine, which answered it and which
+//     the kubelet has called Ready.
 //   - One goroutine contends for a coordination.k8s.io Lease (client-go
 //     leaderelection) from New to Close and keeps an atomic flag that
 //     IsLeader reads. Close releases the lease, so another tandem takes

@@ -38,11 +38,14 @@ type podWatcher struct {
 
 	mu   sync.Mutex
 	subs map[string]map[chan struct{}]struct{}
-	// probing and probed hold host-network pods tandem probes itself,
-	// by UID: probed ones answered before the kubelet said Ready.
-	probing map[types.UID]bool
-	probed  map[types.UID]bool
-	done    chan struct{}
+	// probing and probed hold the pods tandem probes itself (probe.go),
+	// by UID: probed ones answered before the kubelet said Ready. wasReady
+	// holds those the kubelet has called Ready since this process saw
+	// them: tandem no longer judges them.
+	probing  map[types.UID]bool
+	probed   map[types.UID]bool
+	wasReady map[types.UID]bool
+	done     chan struct{}
 }
 
 func newPodWatcher(ctx context.Context, client k8s.Interface, namespace string, hostNetwork bool, log *slog.Logger) *podWatcher {
@@ -74,7 +77,7 @@ func newPodWatcher(ctx context.Context, client k8s.Interface, namespace string, 
 		return obj, nil
 	})
 	w := &podWatcher{inf: inf, log: log, ctx: ctx, subs: map[string]map[chan struct{}]struct{}{},
-		probing: map[types.UID]bool{}, probed: map[types.UID]bool{}, done: make(chan struct{})}
+		probing: map[types.UID]bool{}, probed: map[types.UID]bool{}, wasReady: map[types.UID]bool{}, done: make(chan struct{})}
 	if hostNetwork {
 		// Host-network pods may listen on the node's loopback only, and
 		// tandem runs on that node (single-node test clusters).
@@ -83,7 +86,7 @@ func newPodWatcher(ctx context.Context, client k8s.Interface, namespace string, 
 	inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    w.changed,
 		UpdateFunc: func(_, obj any) { w.changed(obj) },
-		DeleteFunc: w.changed,
+		DeleteFunc: w.deleted,
 	})
 	return w
 }
@@ -104,9 +107,24 @@ func (w *podWatcher) changed(obj any) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.hostAddr != "" && p.Spec.HostNetwork {
-		w.earlyProbe(p)
+	w.earlyProbe(p)
+	w.notifyLocked(p.Labels[backend.LabelDeployment])
+}
+
+// deleted forgets a pod that is gone (its last state may not say it was
+// being deleted) and wakes its deployment's Watch goroutines.
+func (w *podWatcher) deleted(obj any) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
 	}
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.probed, p.UID)
+	delete(w.wasReady, p.UID)
 	w.notifyLocked(p.Labels[backend.LabelDeployment])
 }
 

@@ -2,6 +2,12 @@
 // cmd/fakemodel it listens on every interface (:$PORT), so that it answers
 // at its pod's IP. GET /health answers ok; GET /name answers $HOSTNAME (the
 // pod's name); GET /cat?path=FILE answers the file's content.
+//
+// For the tests of tandem's own probing: POST /sick makes /health answer
+// 503 and POST /well undoes it; with SHUN_KUBELET=1 /health answers 503 to
+// the kubelet's probes (User-Agent kube-probe/...), so that the pod is
+// never Ready by the kubelet's word; LISTEN_AFTER (a duration such as 1s)
+// waits that long before listening, as a server loading a model does.
 package main
 
 import (
@@ -9,6 +15,9 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"strings"
+	"sync/atomic"
+	"time"
 )
 
 func main() {
@@ -17,7 +26,17 @@ func main() {
 		port = "8080"
 	}
 	name, _ := os.Hostname()
-	http.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })
+	shun := os.Getenv("SHUN_KUBELET") == "1"
+	var sick atomic.Bool
+	http.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
+		if sick.Load() || shun && strings.HasPrefix(r.UserAgent(), "kube-probe/") {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	http.HandleFunc("POST /sick", func(http.ResponseWriter, *http.Request) { sick.Store(true) })
+	http.HandleFunc("POST /well", func(http.ResponseWriter, *http.Request) { sick.Store(false) })
 	http.HandleFunc("/name", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, name) })
 	http.HandleFunc("/cat", func(w http.ResponseWriter, r *http.Request) {
 		b, err := os.ReadFile(r.URL.Query().Get("path"))
@@ -27,5 +46,8 @@ func main() {
 		}
 		w.Write(b)
 	})
+	if d, err := time.ParseDuration(os.Getenv("LISTEN_AFTER")); err == nil {
+		time.Sleep(d)
+	}
 	log.Fatal(http.ListenAndServe(":"+port, nil))
 }
