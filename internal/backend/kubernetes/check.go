@@ -21,7 +21,7 @@ func (b *Backend) Check(m *manifest.Manifest) error {
 func check(m *manifest.Manifest, cfg Config) error {
 	if m.Runtime.Network == "host" && !cfg.HostNetwork {
 		return &manifest.Error{Problems: []manifest.Problem{{Field: "runtime.network",
-			Message: "the kubernetes backend runs every pod on the cluster's pod network unless the server runs with --kube-host-network; remove runtime.network: host"}}}
+			Message: "the kubernetes backend runs every pod on the cluster's pod network unless tandem itself is told otherwise (tandem serve --kube-host-network, tandem export --host-network); remove runtime.network: host"}}}
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package kubernetes
 
 import (
 	"errors"
+	"io"
 	"strings"
 	"testing"
 
@@ -35,5 +36,16 @@ func TestCheck(t *testing.T) {
 				t.Fatalf("check = %v, want one problem on %s naming the kubernetes backend", err, tt.field)
 			}
 		})
+	}
+}
+
+// Export refuses what Apply would.
+func TestExport_Checks(t *testing.T) {
+	m := parse(t, "name: m\nbackend: kubernetes\nruntime: {image: x, network: host}\n")
+	if err := Export(io.Discard, specOf(m), Config{}); err == nil || !strings.Contains(err.Error(), "runtime.network") {
+		t.Errorf("Export = %v, want an error naming runtime.network", err)
+	}
+	if err := Export(io.Discard, specOf(m), Config{HostNetwork: true}); err != nil {
+		t.Errorf("Export with host networking = %v", err)
 	}
 }

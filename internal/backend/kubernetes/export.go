@@ -16,6 +16,12 @@ import (
 // Deployment has no spec.replicas: tandem sets that itself. It calls no
 // API server.
 func Export(w io.Writer, spec backend.Spec, cfg Config) error {
+	if spec.Manifest != nil {
+		// What Apply would refuse at deploy, Export refuses too.
+		if err := check(spec.Manifest, cfg); err != nil {
+			return fmt.Errorf("kubernetes: export: %w", err)
+		}
+	}
 	objs, err := Build(spec, cfg)
 	if err != nil {
 		return fmt.Errorf("kubernetes: export: %w", err)
