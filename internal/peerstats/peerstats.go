@@ -55,6 +55,36 @@ type Report struct {
 	// freshness is judged by the collector's clock at receipt).
 	Sent        time.Time `json:"sent"`
 	Deployments []Stat    `json:"deployments"`
+	// Spend is the sender's own spend per tenant in each tenant's current
+	// budget period (cumulative over the period, not a delta: a lost
+	// report loses nothing, the next one carries it all).
+	Spend []Spend `json:"spend,omitempty"`
+	// Reply asks for a Reply in the answer (200 with JSON); without it
+	// the answer is 204.
+	Reply bool `json:"reply,omitempty"`
+}
+
+// Spend is one tenant's metered spend at one process over the tenant's
+// budget period that began at Period (Unix nanoseconds) and ends at Until
+// (0: the tenant's lifetime). A tenant's periods are anchored at its
+// creation time, which every process shares through the tenant catalog,
+// so the processes agree on them (up to their clocks' skew).
+type Spend struct {
+	Tenant string  `json:"tenant"`
+	Period int64   `json:"period"`
+	Until  int64   `json:"until,omitempty"`
+	USD    float64 `json:"usd"`
+}
+
+// Reply is the leader's answer to a report that asks for one: what the
+// sender needs to split tenants' limits with the other processes.
+type Reply struct {
+	// Replicas is the number of live tandem processes: the leader and
+	// every process whose report is younger than the expiry.
+	Replicas int `json:"replicas"`
+	// Spend is, per tenant, what every process but the sender spent in
+	// the tenant's latest period that the leader knows of.
+	Spend []Spend `json:"spend,omitempty"`
 }
 
 // Stat is one deployment's traffic at one process over one interval.
@@ -73,6 +103,7 @@ type Stat struct {
 const (
 	maxName        = 253
 	maxConcurrency = 1e9
+	maxUSD         = 1e12
 )
 
 // DecodeReport reads and checks a report: strict JSON (no unknown fields,
@@ -127,6 +158,23 @@ func DecodeReport(r io.Reader) (*Report, error) {
 		}
 		seen[s.Name] = true
 	}
+	tenants := make(map[string]bool, len(rep.Spend))
+	for i, s := range rep.Spend {
+		f := fmt.Sprintf("spend[%d]", i)
+		switch {
+		case s.Tenant == "":
+			return nil, bad(f+".tenant", "tenant is required")
+		case len(s.Tenant) > maxName:
+			return nil, bad(f+".tenant", fmt.Sprintf("tenant is %d bytes long; at most %d", len(s.Tenant), maxName))
+		case tenants[s.Tenant]:
+			return nil, bad(f+".tenant", fmt.Sprintf("tenant %q appears twice", s.Tenant))
+		case math.IsNaN(s.USD) || s.USD < 0 || s.USD > maxUSD:
+			return nil, bad(f+".usd", fmt.Sprintf("usd must be between 0 and %g", float64(maxUSD)))
+		case s.Until != 0 && s.Until <= s.Period:
+			return nil, bad(f+".until", "until must be after period (or 0)")
+		}
+		tenants[s.Tenant] = true
+	}
 	return &rep, nil
 }
 
@@ -144,6 +192,11 @@ type Collector struct {
 
 	mu    sync.Mutex
 	peers map[string]*peer
+	// spent is each process's latest spend per tenant, this one's under
+	// self. Unlike concurrency it does not expire with the report: a
+	// process that is gone still spent it. An entry goes when its period
+	// ends or a later period of its tenant is reported.
+	spent map[string]map[string]Spend
 }
 
 type peer struct {
@@ -167,7 +220,7 @@ func NewCollector(self string, expiry time.Duration, now func() time.Time, log *
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Collector{self: self, expiry: expiry, now: now, log: log, peers: map[string]*peer{}}
+	return &Collector{self: self, expiry: expiry, now: now, log: log, peers: map[string]*peer{}, spent: map[string]map[string]Spend{}}
 }
 
 // ServeHTTP answers POST Path: 204 once the report is kept; 400 for a
@@ -185,11 +238,17 @@ func (c *Collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, err)
 		return
 	}
-	if err := c.keep(rep, c.now()); err != nil {
+	now := c.now()
+	if err := c.keep(rep, now); err != nil {
 		problem.Write(w, err)
 		return
 	}
-	w.WriteHeader(http.StatusNoContent)
+	if !rep.Reply {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(c.Reply(rep.Peer, now))
 }
 
 // keep stores rep as its peer's latest, received at now.
@@ -224,7 +283,92 @@ func (c *Collector) keep(rep *Report, now time.Time) *problem.Error {
 		c.log.Info("peer stats: a tandem process reports its traffic", "peer", rep.Peer)
 	}
 	c.peers[rep.Peer] = &peer{boot: rep.Boot, seq: rep.Seq, at: now, conc: conc}
+	if rep.Reply || len(rep.Spend) > 0 {
+		c.setSpend(rep.Peer, rep.Spend, now)
+	}
 	return nil
+}
+
+// maxSpenders bounds how many processes' spend the collector keeps,
+// gone ones included (pods replaced over a budget period).
+const maxSpenders = 4 * maxPeers
+
+// setSpend replaces who's spend; c.mu is held.
+func (c *Collector) setSpend(who string, spend []Spend, now time.Time) {
+	m := make(map[string]Spend, len(spend))
+	for _, s := range spend {
+		m[s.Tenant] = s
+	}
+	if _, ok := c.spent[who]; !ok && len(c.spent) >= maxSpenders {
+		c.expireSpend(now)
+		for name := range c.spent { // still full: forget a gone process
+			if _, live := c.peers[name]; !live && name != c.self && len(c.spent) >= maxSpenders {
+				delete(c.spent, name)
+			}
+		}
+	}
+	c.spent[who] = m
+}
+
+// expireSpend drops spend over periods that have ended; c.mu is held.
+func (c *Collector) expireSpend(now time.Time) {
+	for who, m := range c.spent {
+		for t, s := range m {
+			if s.Until != 0 && s.Until <= now.UnixNano() {
+				delete(m, t)
+			}
+		}
+		if len(m) == 0 && who != c.self {
+			delete(c.spent, who)
+		}
+	}
+}
+
+// SetOwn records this process's own spend (the leader's, which it does
+// not post to itself).
+func (c *Collector) SetOwn(spend []Spend, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.setSpend(c.self, spend, now)
+}
+
+// Reply returns what the leader tells the process asker (this process
+// when asker is its own identity): the live processes, and per tenant
+// the spend of every other process, this one included, over the latest
+// period reported for the tenant.
+func (c *Collector) Reply(asker string, now time.Time) Reply {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.expireSpend(now)
+	rep := Reply{Replicas: 1}
+	for name, p := range c.peers {
+		if name != c.self && c.fresh(p, now) {
+			rep.Replicas++
+		}
+	}
+	latest := map[string]Spend{}
+	for _, m := range c.spent {
+		for t, s := range m {
+			if l, ok := latest[t]; !ok || s.Period > l.Period {
+				latest[t] = Spend{Tenant: t, Period: s.Period, Until: s.Until}
+			}
+		}
+	}
+	for who, m := range c.spent {
+		if who == asker {
+			continue
+		}
+		for t, s := range m {
+			if l := latest[t]; s.Period == l.Period {
+				l.USD += s.USD
+				latest[t] = l
+			}
+		}
+	}
+	for _, s := range latest {
+		rep.Spend = append(rep.Spend, s)
+	}
+	return rep
 }
 
 func (c *Collector) fresh(p *peer, now time.Time) bool {
@@ -273,6 +417,22 @@ type ReporterConfig struct {
 	// Interval.
 	Client *http.Client
 	Logger *slog.Logger
+	// Ledger, when set, is the tenants' spend to report and the place
+	// that learns the leader's Reply. With a ledger a report is sent
+	// every interval, even with no traffic: the leader counts the live
+	// processes by their reports.
+	Ledger Ledger
+	// Local is this process's own collector: while this process leads,
+	// the ledger's spend is recorded there and the reply read from it.
+	Local *Collector
+}
+
+// Ledger is the tenant registry as the reporter sees it.
+type Ledger interface {
+	// Spend is this process's spend per tenant in the current periods.
+	Spend(now time.Time) []Spend
+	// Cluster takes the leader's reply.
+	Cluster(Reply)
 }
 
 // Reporter is a follower's side: Observe adds up each deployment's traffic;
@@ -370,7 +530,21 @@ func (r *Reporter) take() []Stat {
 // report until it expires).
 func (r *Reporter) report(ctx context.Context, now time.Time) {
 	stats := r.take()
-	if len(stats) == 0 || r.cfg.Leader == nil || r.cfg.Leader.IsLeader() {
+	var spend []Spend
+	if r.cfg.Ledger != nil {
+		spend = r.cfg.Ledger.Spend(now)
+	}
+	if r.cfg.Leader == nil {
+		return
+	}
+	if r.cfg.Leader.IsLeader() {
+		if r.cfg.Ledger != nil && r.cfg.Local != nil {
+			r.cfg.Local.SetOwn(spend, now)
+			r.cfg.Ledger.Cluster(r.cfg.Local.Reply(r.cfg.Identity, now))
+		}
+		return
+	}
+	if len(stats) == 0 && r.cfg.Ledger == nil {
 		return
 	}
 	addr := r.cfg.Leader.LeaderAddr()
@@ -378,7 +552,14 @@ func (r *Reporter) report(ctx context.Context, now time.Time) {
 		return
 	}
 	r.seq++
-	err := r.post(ctx, addr, Report{Peer: r.cfg.Identity, Boot: r.boot, Seq: r.seq, Sent: now.UTC(), Deployments: stats})
+	if stats == nil {
+		stats = []Stat{}
+	}
+	reply, err := r.post(ctx, addr, Report{Peer: r.cfg.Identity, Boot: r.boot, Seq: r.seq, Sent: now.UTC(), Deployments: stats,
+		Spend: spend, Reply: r.cfg.Ledger != nil})
+	if err == nil && reply != nil {
+		r.cfg.Ledger.Cluster(*reply)
+	}
 	switch {
 	case err != nil && !r.failing:
 		r.failing = true
@@ -392,14 +573,15 @@ func (r *Reporter) report(ctx context.Context, now time.Time) {
 	}
 }
 
-func (r *Reporter) post(ctx context.Context, addr string, rep Report) error {
+// post sends rep; the reply is nil unless rep asked for one.
+func (r *Reporter) post(ctx context.Context, addr string, rep Report) (*Reply, error) {
 	body, err := json.Marshal(rep)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.cfg.Scheme+"://"+addr+Path, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if r.cfg.Token != "" {
@@ -407,14 +589,25 @@ func (r *Reporter) post(ctx context.Context, addr string, rep Report) error {
 	}
 	resp, err := r.cfg.Client.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(msg))
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(msg))
 	}
-	return nil
+	if !rep.Reply {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 512))
+		return nil, nil
+	}
+	var reply Reply
+	if err := json.NewDecoder(io.LimitReader(resp.Body, MaxBody)).Decode(&reply); err != nil {
+		return nil, fmt.Errorf("the leader's reply: %w", err)
+	}
+	if reply.Replicas < 1 {
+		return nil, fmt.Errorf("the leader's reply counts %d processes", reply.Replicas)
+	}
+	return &reply, nil
 }
 
 // Stats is both sides in one process, as the controller sees them (it

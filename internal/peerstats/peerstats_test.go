@@ -331,7 +331,7 @@ func TestReporter_WrongToken(t *testing.T) {
 	defer srv.Close()
 	r := NewReporter(ReporterConfig{Identity: "follower", Leader: &leader{addr: strings.TrimPrefix(srv.URL, "http://")}, Logger: quiet()})
 	r.Observe("a", 2, time.Second, 0, clk.now())
-	if err := r.post(context.Background(), strings.TrimPrefix(srv.URL, "http://"), Report{Peer: "follower", Seq: 1, Deployments: r.take()}); err == nil || !strings.Contains(err.Error(), "401") {
+	if _, err := r.post(context.Background(), strings.TrimPrefix(srv.URL, "http://"), Report{Peer: "follower", Seq: 1, Deployments: r.take()}); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("post without a token: err = %v, want a 401", err)
 	}
 	if v := coll.Remote("a", clk.now()); v != 0 {
@@ -373,4 +373,133 @@ func FuzzDecodeReport(f *testing.F) {
 			t.Fatalf("round trip changed the report: %+v -> %+v", rep, rep2)
 		}
 	})
+}
+
+func spendOf(rep Reply, tenant string) (Spend, bool) {
+	for _, s := range rep.Spend {
+		if s.Tenant == tenant {
+			return s, true
+		}
+	}
+	return Spend{}, false
+}
+
+// The leader sums the tenants' spend per period over every process but
+// the one asking (its own included), counts the live processes, forgets a
+// dead one for the count after the expiry but keeps what it spent until
+// the period ends.
+func TestCollector_ReplySpend(t *testing.T) {
+	clk := &clock{t: t0}
+	c := NewCollector("leader", 5*time.Second, clk.now, quiet())
+	p1, hour := t0.UnixNano(), t0.Add(time.Hour).UnixNano()
+	spend := func(peer string, seq uint64, usd float64) {
+		t.Helper()
+		r := report(peer, seq, nil)
+		r.Reply = true
+		r.Spend = []Spend{{Tenant: "acme", Period: p1, Until: hour, USD: usd}}
+		if err := c.keep(r, clk.now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.SetOwn([]Spend{{Tenant: "acme", Period: p1, Until: hour, USD: 1}}, clk.now())
+	spend("a", 1, 2)
+	spend("b", 1, 4)
+	for _, tc := range []struct {
+		asker string
+		want  float64
+	}{{"a", 5}, {"b", 3}, {"leader", 6}} {
+		rep := c.Reply(tc.asker, clk.now())
+		s, ok := spendOf(rep, "acme")
+		if rep.Replicas != 3 || !ok || s.USD != tc.want || s.Period != p1 {
+			t.Fatalf("reply to %s = %+v, want 3 replicas and acme's others at %v", tc.asker, rep, tc.want)
+		}
+	}
+	// Cumulative, not deltas: a's next report replaces its figure.
+	spend("a", 2, 2.5)
+	if s, _ := spendOf(c.Reply("b", clk.now()), "acme"); s.USD != 3.5 {
+		t.Fatalf("after a's next report, others of b = %v, want 3.5", s.USD)
+	}
+	// b stops reporting: after the expiry it no longer counts as live,
+	// but what it spent still counts.
+	for i := range 5 {
+		clk.step(time.Second)
+		spend("a", uint64(3+i), 2.5)
+	}
+	rep := c.Reply("a", clk.now())
+	if s, _ := spendOf(rep, "acme"); rep.Replicas != 2 || s.USD != 5 {
+		t.Fatalf("b gone 5 s: %+v, want 2 replicas and others of a at 5 (b's 4 kept)", rep)
+	}
+	// A later period of the tenant: only the figures of that period count.
+	p2 := t0.Add(time.Hour).UnixNano()
+	r := report("a", 8, nil)
+	r.Spend = []Spend{{Tenant: "acme", Period: p2, Until: p2 + int64(time.Hour), USD: 0.5}}
+	if err := c.keep(r, clk.now()); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := spendOf(c.Reply("leader", clk.now()), "acme"); s.Period != p2 || s.USD != 0.5 {
+		t.Fatalf("after a new period: %+v, want period 2 at 0.5", s)
+	}
+	// When the first period ends its figures go.
+	clk.step(time.Hour)
+	c.mu.Lock()
+	c.expireSpend(clk.now())
+	_, kept := c.spent["b"]
+	c.mu.Unlock()
+	if kept {
+		t.Fatal("b's spend over an ended period is still kept")
+	}
+}
+
+// ledger is a hand-written Ledger.
+type fakeLedger struct {
+	mu    sync.Mutex
+	spend []Spend
+	got   []Reply
+}
+
+func (l *fakeLedger) Spend(time.Time) []Spend { l.mu.Lock(); defer l.mu.Unlock(); return l.spend }
+func (l *fakeLedger) Cluster(r Reply)         { l.mu.Lock(); l.got = append(l.got, r); l.mu.Unlock() }
+func (l *fakeLedger) last() (Reply, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.got) == 0 {
+		return Reply{}, 0
+	}
+	return l.got[len(l.got)-1], len(l.got)
+}
+
+// With a ledger, a follower reports every interval (traffic or not) and
+// hands the leader's reply to its ledger; the leader hands its own.
+func TestReporter_Ledger(t *testing.T) {
+	clk := &clock{t: t0}
+	coll := NewCollector("leader", 5*time.Second, clk.now, quiet())
+	srv := httptest.NewServer(protectedCollector(coll))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	lf := &fakeLedger{spend: []Spend{{Tenant: "acme", Period: 1, USD: 2}}}
+	f := NewReporter(ReporterConfig{Identity: "follower", Leader: &leader{addr: addr}, Token: testToken, Logger: quiet(), Ledger: lf})
+	ll := &fakeLedger{spend: []Spend{{Tenant: "acme", Period: 1, USD: 3}}}
+	l := NewReporter(ReporterConfig{Identity: "leader", Leader: &leader{is: true}, Logger: quiet(), Ledger: ll, Local: coll})
+
+	f.report(context.Background(), clk.now()) // nothing observed: sent all the same
+	rep, n := lf.last()
+	if s, _ := spendOf(rep, "acme"); n != 1 || rep.Replicas != 2 || s.USD != 0 {
+		t.Fatalf("follower's reply %+v (%d), want 2 replicas and no one else's spend yet", rep, n)
+	}
+	l.report(context.Background(), clk.now())
+	rep, n = ll.last()
+	if s, _ := spendOf(rep, "acme"); n != 1 || rep.Replicas != 2 || s.USD != 2 {
+		t.Fatalf("leader's own reply %+v (%d), want 2 replicas and the follower's 2", rep, n)
+	}
+	f.report(context.Background(), clk.step(time.Second))
+	if rep, _ := lf.last(); func() float64 { s, _ := spendOf(rep, "acme"); return s.USD }() != 3 {
+		t.Fatalf("follower's reply %+v, want the leader's 3", rep)
+	}
+	// A leader that cannot be reached: the ledger hears nothing (it keeps
+	// what it knew).
+	srv.Close()
+	f.report(context.Background(), clk.step(time.Second))
+	if _, n := lf.last(); n != 2 {
+		t.Fatalf("ledger told %d times, want 2 (no reply from a dead leader)", n)
+	}
 }

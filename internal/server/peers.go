@@ -15,6 +15,7 @@ import (
 	"tandem/internal/backend"
 	"tandem/internal/controller"
 	"tandem/internal/peerstats"
+	"tandem/internal/tenant"
 )
 
 var _ controller.PeerStats = peerstats.Stats{}
@@ -64,7 +65,7 @@ func (p *peerStatsFor) controller() controller.PeerStats {
 // openPeerStats starts reporting this process's traffic to the leader of
 // the first replica backend shared with other tandem processes, and
 // returns the collector the leader serves; nil when there is none.
-func openPeerStats(ctx context.Context, replicas map[string]backend.ReplicaBackend, sec security, tick time.Duration, log *slog.Logger, stack *stopStack) *peerStatsFor {
+func openPeerStats(ctx context.Context, replicas map[string]backend.ReplicaBackend, tenants *tenant.Registry, sec security, tick time.Duration, log *slog.Logger, stack *stopStack) *peerStatsFor {
 	var shared sharedLeader
 	for _, rb := range replicas {
 		if s, ok := rb.(sharedLeader); ok {
@@ -76,7 +77,12 @@ func openPeerStats(ctx context.Context, replicas map[string]backend.ReplicaBacke
 		return nil
 	}
 	log = log.With("component", "peerstats")
-	rc := peerstats.ReporterConfig{Identity: shared.Identity(), Leader: shared, Token: sec.token, Interval: tick, Logger: log}
+	if tick <= 0 {
+		tick = peerstats.DefaultInterval
+	}
+	c := peerstats.NewCollector(shared.Identity(), peerstats.ExpiryReports*tick, nil, log)
+	rc := peerstats.ReporterConfig{Identity: shared.Identity(), Leader: shared, Token: sec.token, Interval: tick, Logger: log,
+		Ledger: ledger{tenants}, Local: c}
 	if sec.tls != nil {
 		rc.Scheme = "https"
 		rc.Client = &http.Client{Timeout: rc.Interval, Transport: &http.Transport{TLSClientConfig: pinnedTLS(sec.tls)}}
@@ -86,8 +92,53 @@ func openPeerStats(ctx context.Context, replicas map[string]backend.ReplicaBacke
 	done := make(chan struct{})
 	go func() { defer close(done); r.Run(rctx) }()
 	stack.push(func() { cancel(); <-done })
-	c := peerstats.NewCollector(shared.Identity(), peerstats.ExpiryReports*rc.Interval, nil, log)
 	return &peerStatsFor{peerstats.Stats{Reporter: r, Collector: c}}
+}
+
+// ledger is the tenant registry as the peer stats see it: the tenants'
+// spend goes into each report, and the leader's reply (live processes,
+// the others' spend) splits the tenants' limits.
+type ledger struct{ r *tenant.Registry }
+
+var _ peerstats.Ledger = ledger{}
+
+func (l ledger) Spend(now time.Time) []peerstats.Spend {
+	var out []peerstats.Spend
+	for _, s := range l.r.Spend(now) {
+		ps := peerstats.Spend{Tenant: s.Tenant, Period: s.Period.UnixNano(), USD: s.USD}
+		if !s.Until.IsZero() {
+			ps.Until = s.Until.UnixNano()
+		}
+		out = append(out, ps)
+	}
+	return out
+}
+
+func (l ledger) Cluster(rep peerstats.Reply) {
+	others := make([]tenant.PeriodSpend, 0, len(rep.Spend))
+	for _, s := range rep.Spend {
+		others = append(others, tenant.PeriodSpend{Tenant: s.Tenant, Period: time.Unix(0, s.Period), USD: s.USD})
+	}
+	l.r.Cluster(rep.Replicas, others)
+}
+
+// shareTenants makes the tenant catalog on the first replica backend that
+// keeps one (kubernetes: the Secret tandem-tenants) the source of truth of
+// tenants and keys, and follows it every interval.
+func shareTenants(replicas map[string]backend.ReplicaBackend, tenants *tenant.Registry, every time.Duration, log *slog.Logger, stack *stopStack) {
+	for _, rb := range replicas {
+		cat, ok := rb.(tenant.Catalog)
+		if !ok {
+			continue
+		}
+		tenants.Share(cat)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); tenants.SyncCatalog(ctx, every) }()
+		stack.push(func() { cancel(); <-done })
+		log.Info("tenants and keys are shared through the cluster", "backend", rb.Name(), "interval", every)
+		return
+	}
 }
 
 // pinnedTLS trusts exactly the certificate this process serves: the tandem

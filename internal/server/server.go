@@ -138,7 +138,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
-	peers := openPeerStats(ctx, replicas, sec, cfg.Tick, log, &stack)
+	shareTenants(replicas, tenants, TenantCatalogInterval, log, &stack)
+	peers := openPeerStats(ctx, replicas, tenants, sec, cfg.Tick, log, &stack)
 	self, _ := os.Executable()
 	m := metrics.New()
 	m.Registry.MustRegister(meter)
@@ -242,6 +243,12 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 }
+
+// TenantCatalogInterval is how often each tandem process rereads the
+// shared tenant catalog: a tenant or key changed through one replica
+// reaches the others within about this (the deployments' catalog's
+// interval too).
+const TenantCatalogInterval = 2 * time.Second
 
 // Gateway authentication modes.
 const (

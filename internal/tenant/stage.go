@@ -95,7 +95,7 @@ func (st *Stage) Admit(_ context.Context, ex *gateway.Exchange) error {
 	}
 	if t.Budget > 0 {
 		s.roll(now)
-		if spent := float64(s.periodNano.Load()) / 1e9; spent >= t.Budget {
+		if spent := float64(s.periodNano.Load()+s.othersNano()) / 1e9; spent >= t.Budget {
 			e := problem.New(http.StatusTooManyRequests, CodeBudgetExceeded,
 				fmt.Sprintf("tenant %q has spent $%.6f of its $%g budget", t.Name, spent, t.Budget))
 			if end := s.periodEnd(); !end.IsZero() {
@@ -106,10 +106,15 @@ func (st *Stage) Admit(_ context.Context, ex *gateway.Exchange) error {
 		}
 	}
 	if t.Concurrency > 0 {
-		if n := s.flight.Add(1); n > int64(t.Concurrency) {
+		limit := concurrencyShare(t.Concurrency, st.r.replicas.Load())
+		if n := s.flight.Add(1); n > limit {
 			s.flight.Add(-1)
-			return problem.New(http.StatusTooManyRequests, CodeQuotaExceeded,
-				fmt.Sprintf("tenant %q has %d requests in flight, its limit", t.Name, t.Concurrency))
+			msg := fmt.Sprintf("tenant %q has %d requests in flight, its limit", t.Name, t.Concurrency)
+			if limit < int64(t.Concurrency) {
+				msg = fmt.Sprintf("tenant %q has %d requests in flight at this tandem replica, its share of its limit of %d",
+					t.Name, limit, t.Concurrency)
+			}
+			return problem.New(http.StatusTooManyRequests, CodeQuotaExceeded, msg)
 		}
 		ex.OnFinish(func(*gateway.Exchange, gateway.Result) { s.flight.Add(-1) })
 	} else {

@@ -113,6 +113,16 @@ type Registry struct {
 
 	mu   sync.Mutex // serialises writes
 	snap atomic.Pointer[snapshot]
+
+	// replicas is how many tandem processes share the tenants' limits
+	// (1 alone; set by Cluster from the peer stats). Each enforces its
+	// share of every rate and concurrency quota.
+	replicas atomic.Int64
+	// cat, when set, is the shared tenant catalog (Share); writes is
+	// bumped by every write under mu, so that a catalog listing that a
+	// write overtook is not applied.
+	cat    Catalog
+	writes atomic.Uint64
 }
 
 // snapshot is what the request path reads; replaced whole on each write.
@@ -134,6 +144,15 @@ type state struct {
 	periodNano  atomic.Int64
 	periodStart atomic.Int64 // unix nanos
 	rollMu      sync.Mutex
+	// others is what the other tandem processes spent (peer stats).
+	others atomic.Pointer[otherSpend]
+}
+
+// otherSpend is the spend of the other processes over the period that
+// began at period (unix nanos).
+type otherSpend struct {
+	period int64
+	nano   int64
 }
 
 type keyState struct {
@@ -148,10 +167,11 @@ func Open(st *store.Store, prices *cost.Prices, log *slog.Logger) (*Registry, er
 		log = slog.Default()
 	}
 	r := &Registry{st: st, prices: prices, log: log.With("component", "tenant"), Now: time.Now}
+	r.replicas.Store(1)
 	snap := &snapshot{tenants: map[string]*state{}, keys: map[string]*keyState{}}
 	err := st.ForEachJSON(bucketTenants, func() any { return new(Tenant) }, func(_ string, v any) error {
 		t := v.(*Tenant)
-		snap.tenants[t.Name] = newState(t)
+		snap.tenants[t.Name] = newState(t, 1)
 		return nil
 	})
 	if err != nil {
@@ -182,14 +202,32 @@ func Open(st *store.Store, prices *cost.Prices, log *slog.Logger) (*Registry, er
 	return r, nil
 }
 
-func newState(t *Tenant) *state {
+func newState(t *Tenant, replicas int64) *state {
 	s := &state{}
 	s.t.Store(t)
 	if !t.Rate.IsZero() {
-		s.limiter.Store(rate.NewLimiter(rate.Limit(t.Rate.PerSecond()), t.Rate.N))
+		lim, burst := rateShare(t.Rate, replicas)
+		s.limiter.Store(rate.NewLimiter(lim, burst))
 	}
 	s.periodStart.Store(t.CreatedAt.UnixNano())
 	return s
+}
+
+// setRate applies t's rate, split replicas ways, to s's bucket at now
+// (the registry's clock, which the limiter's reservations use); the
+// bucket and its tokens survive a change.
+func (s *state) setRate(r Rate, replicas int64, now time.Time) {
+	switch l := s.limiter.Load(); {
+	case r.IsZero():
+		s.limiter.Store(nil)
+	case l == nil:
+		lim, burst := rateShare(r, replicas)
+		s.limiter.Store(rate.NewLimiter(lim, burst))
+	default:
+		lim, burst := rateShare(r, replicas)
+		l.SetLimitAt(now, lim)
+		l.SetBurstAt(now, burst)
+	}
 }
 
 func (s *state) restore(u *Usage) {
@@ -304,11 +342,23 @@ func (r *Registry) Create(t Tenant) (*Status, error) {
 	}
 	t.CreatedAt = r.Now().UTC()
 	slices.Sort(t.Models)
+	if r.cat != nil {
+		if _, err := r.change(t.Name, func(cur *Record) (*Record, error) {
+			if cur != nil {
+				return nil, fmt.Errorf("tenant %q: %w", t.Name, ErrExists)
+			}
+			return &Record{Tenant: t}, nil
+		}); err != nil {
+			return nil, err
+		}
+		sn := r.snap.Load()
+		return r.status(sn, sn.tenants[t.Name]), nil
+	}
 	if err := r.st.PutJSON(bucketTenants, t.Name, &t); err != nil {
 		return nil, err
 	}
 	next := sn.clone()
-	s := newState(&t)
+	s := newState(&t, r.replicas.Load())
 	next.tenants[t.Name] = s
 	r.snap.Store(next)
 	return r.status(next, s), nil
@@ -319,6 +369,9 @@ func (r *Registry) Create(t Tenant) (*Status, error) {
 func (r *Registry) Update(name string, set func(*Tenant)) (*Status, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.cat != nil {
+		return r.sharedUpdate(name, set)
+	}
 	sn := r.snap.Load()
 	s, ok := sn.tenants[name]
 	if !ok {
@@ -335,16 +388,7 @@ func (r *Registry) Update(name string, set func(*Tenant)) (*Status, error) {
 	if err := r.st.PutJSON(bucketTenants, name, &t); err != nil {
 		return nil, err
 	}
-	switch l := s.limiter.Load(); {
-	case t.Rate.IsZero():
-		s.limiter.Store(nil)
-	case l == nil:
-		s.limiter.Store(rate.NewLimiter(rate.Limit(t.Rate.PerSecond()), t.Rate.N))
-	default: // at the registry's clock, which the limiter's reservations use
-		now := r.Now()
-		l.SetLimitAt(now, rate.Limit(t.Rate.PerSecond()))
-		l.SetBurstAt(now, t.Rate.N)
-	}
+	s.setRate(t.Rate, r.replicas.Load(), r.Now())
 	s.t.Store(&t)
 	return r.status(sn, s), nil
 }
@@ -353,6 +397,15 @@ func (r *Registry) Update(name string, set func(*Tenant)) (*Status, error) {
 func (r *Registry) Delete(name string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.cat != nil {
+		_, err := r.change(name, func(cur *Record) (*Record, error) {
+			if cur == nil {
+				return nil, fmt.Errorf("tenant %q: %w", name, ErrNotFound)
+			}
+			return nil, nil
+		})
+		return err
+	}
 	sn := r.snap.Load()
 	if _, ok := sn.tenants[name]; !ok {
 		return fmt.Errorf("tenant %q: %w", name, ErrNotFound)
@@ -439,6 +492,18 @@ func (r *Registry) CreateKey(tenant string, ttl time.Duration) (KeyInfo, string,
 	if ttl > 0 {
 		k.Expires = now.Add(ttl)
 	}
+	if r.cat != nil {
+		if _, err := r.change(tenant, func(cur *Record) (*Record, error) {
+			if cur == nil || !cur.Tenant.CreatedAt.Equal(s.t.Load().CreatedAt) {
+				return nil, fmt.Errorf("tenant %q: %w", tenant, ErrNotFound)
+			}
+			cur.Keys = append(cur.Keys, k)
+			return cur, nil
+		}); err != nil {
+			return KeyInfo{}, "", err
+		}
+		return info(r.snap.Load().keys[id]), text, nil
+	}
 	if err := r.st.PutJSON(bucketKeys, id, &k); err != nil {
 		return KeyInfo{}, "", err
 	}
@@ -453,8 +518,23 @@ func (r *Registry) RevokeKey(id string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	sn := r.snap.Load()
-	if _, ok := sn.keys[id]; !ok {
+	ks, ok := sn.keys[id]
+	if !ok {
 		return fmt.Errorf("key %q: %w", id, ErrNotFound)
+	}
+	if r.cat != nil {
+		_, err := r.change(ks.k.Tenant, func(cur *Record) (*Record, error) {
+			i := -1
+			if cur != nil {
+				i = slices.IndexFunc(cur.Keys, func(k Key) bool { return k.ID == id })
+			}
+			if i < 0 {
+				return nil, fmt.Errorf("key %q: %w", id, ErrNotFound)
+			}
+			cur.Keys = slices.Delete(cur.Keys, i, i+1)
+			return cur, nil
+		})
+		return err
 	}
 	if err := r.st.DeleteJSON(bucketKeys, id); err != nil {
 		return err

@@ -1,0 +1,89 @@
+package kubernetes
+
+import (
+	"errors"
+	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+// The tenant catalog's Secret: created by the first write, one data key
+// per tenant, a conflicting write made again on the other's, a change's
+// error writes nothing.
+func TestBackend_TenantCatalog(t *testing.T) {
+	ctx := t.Context()
+	c := fake.NewSimpleClientset()
+	b := NewWithClient(c, Config{Logger: discardLogger()})
+	defer b.Close()
+
+	if recs, exists, err := b.TenantRecords(ctx); err != nil || exists || len(recs) != 0 {
+		t.Fatalf("before any write: %v %v %v, want no catalog", recs, exists, err)
+	}
+	put := func(name, val string) error {
+		return b.ChangeTenantRecord(ctx, name, func([]byte) ([]byte, error) { return []byte(val), nil })
+	}
+	if err := put("acme", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := put("other", "2"); err != nil {
+		t.Fatal(err)
+	}
+	recs, exists, err := b.TenantRecords(ctx)
+	if err != nil || !exists || string(recs["acme"]) != "1" || string(recs["other"]) != "2" {
+		t.Fatalf("after two writes: %q %v %v", recs, exists, err)
+	}
+
+	// Another process writes between this one's read and its update: the
+	// API server refuses the update (409), the change is made again on
+	// what that one wrote.
+	conflicts := 1
+	c.PrependReactor("update", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if conflicts == 0 {
+			return false, nil, nil
+		}
+		conflicts--
+		return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "secrets"}, TenantSecret, errors.New("changed"))
+	})
+	calls := 0
+	err = b.ChangeTenantRecord(ctx, "acme", func(cur []byte) ([]byte, error) {
+		calls++
+		return append(cur, '+'), nil
+	})
+	if err != nil || calls != 2 {
+		t.Fatalf("change after a conflict: %v, %d calls, want 2", err, calls)
+	}
+	recs, _, _ = b.TenantRecords(ctx)
+	if string(recs["acme"]) != "1+" {
+		t.Fatalf("acme = %q, want 1+ (the change applied once)", recs["acme"])
+	}
+
+	// A change's error writes nothing; nil deletes.
+	boom := errors.New("exists")
+	if err := b.ChangeTenantRecord(ctx, "acme", func([]byte) ([]byte, error) { return nil, boom }); !errors.Is(err, boom) {
+		t.Fatalf("change error: %v", err)
+	}
+	if err := b.ChangeTenantRecord(ctx, "acme", func(cur []byte) ([]byte, error) {
+		if cur == nil {
+			t.Fatal("acme's record read as absent")
+		}
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	recs, _, _ = b.TenantRecords(ctx)
+	if _, ok := recs["acme"]; ok || string(recs["other"]) != "2" {
+		t.Fatalf("after deleting acme: %q", recs)
+	}
+	if err := b.ChangeTenantRecord(ctx, "nobody", func(cur []byte) ([]byte, error) {
+		if cur != nil {
+			t.Fatalf("an absent record read as %q", cur)
+		}
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
