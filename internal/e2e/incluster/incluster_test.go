@@ -123,8 +123,11 @@ const (
 	// second by default (--iptables-min-sync-period), and real clusters,
 	// with many Services and nodes, are slower still.
 	proxyLag = time.Second
-	// probeEvery is the prober's period.
+	// probeEvery is the prober's period; a phase lasts until the prober has
+	// sent at least minProbes (as Knative's HA tests ask a minimum of
+	// probes), so that a rate means the same on a slow machine.
 	probeEvery = 10 * time.Millisecond
+	minProbes  = 500
 )
 
 // buildAndLoad builds tandem:latest and the model image with
@@ -233,6 +236,7 @@ func TestInCluster_TandemServesAndSurvivesPodLoss(t *testing.T) {
 	tandemPods = waitTandemPods(t, ctx, c, sysNS, 2, nil)
 	svc.waitReady(t, 2)
 	time.Sleep(time.Second)
+	keep.waitProbes(t, minProbes)
 	keepR, freshR := keep.stop(), fresh.stop()
 	t.Logf("graceful delete (%s): success rate %s (keep-alive), %s (a connection per probe)",
 		time.Since(phase).Round(100*time.Millisecond), keepR, freshR)
@@ -254,6 +258,7 @@ func TestInCluster_TandemServesAndSurvivesPodLoss(t *testing.T) {
 	})
 	svc.waitReady(t, 2)
 	time.Sleep(time.Second)
+	keep.waitProbes(t, minProbes)
 	keepR, freshR = keep.stop(), fresh.stop()
 	t.Logf("SIGKILL (%s): success rate %s (keep-alive), %s (a connection per probe; not asserted: "+
 		"until the kubelet notices the death, every new connection to the dead pod is refused)",
@@ -888,6 +893,7 @@ type prober struct {
 	stopc chan struct{}
 	done  chan struct{}
 	last  atomic.Value // endpoint of its newest connection
+	sent  atomic.Int64
 	res   result
 }
 
@@ -943,6 +949,7 @@ func startProber(t *testing.T, svc *serviceProxy, models map[string]bool, fresh 
 			case <-tick.C:
 			}
 			code, body, err := get(client, "http://tandem-gateway/models/echo/name")
+			p.sent.Add(1)
 			p.res.total++
 			if err == nil && code == 200 && models[body] {
 				p.res.ok++
@@ -958,6 +965,18 @@ func startProber(t *testing.T, svc *serviceProxy, models map[string]bool, fresh 
 }
 
 func (p *prober) endpoint() string { return p.last.Load().(string) }
+
+// waitProbes waits until the prober has sent at least n probes.
+func (p *prober) waitProbes(t *testing.T, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(readyWithin)
+	for p.sent.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the prober sent %d probes in %s, want %d", p.sent.Load(), readyWithin, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
 
 // stop ends the prober (once) and returns what it counted.
 func (p *prober) stop() result {
