@@ -898,8 +898,9 @@ type prober struct {
 }
 
 type result struct {
-	total, ok int
-	errs      []string // the first few failures
+	total, ok   int
+	errs        []string // the first few failures
+	first, last time.Time
 }
 
 func (r result) rate() float64 {
@@ -912,7 +913,7 @@ func (r result) rate() float64 {
 func (r result) String() string {
 	s := fmt.Sprintf("%.4f (%d of %d)", r.rate(), r.ok, r.total)
 	if len(r.errs) > 0 {
-		s += fmt.Sprintf(", failures: %q", r.errs)
+		s += fmt.Sprintf(", failures over %s, the first: %q", r.last.Sub(r.first).Round(time.Millisecond), r.errs)
 	}
 	return s
 }
@@ -955,6 +956,10 @@ func startProber(t *testing.T, svc *serviceProxy, models map[string]bool, fresh 
 				p.res.ok++
 				continue
 			}
+			if p.res.first.IsZero() {
+				p.res.first = time.Now()
+			}
+			p.res.last = time.Now()
 			if len(p.res.errs) < 5 {
 				p.res.errs = append(p.res.errs, fmt.Sprintf("%s: %d %.80q %v", time.Now().Format("15:04:05.000"), code, body, err))
 			}
