@@ -106,8 +106,10 @@ func (r *Registry) syncOnce(ctx context.Context, seed bool) error {
 				return err
 			}
 		}
-		r.log.Info("shared tenant catalog created with this process's tenants", "tenants", len(r.names()))
-		return nil // the next round reads it back
+		if n := len(r.names()); n > 0 {
+			r.log.Info("shared tenant catalog created with this process's tenants", "tenants", n)
+			return nil // the next round reads it back
+		}
 	}
 	r.merge(recs, before)
 	return nil
