@@ -118,10 +118,12 @@ const (
 	// Bounds on waiting for the cluster: they only bound failures.
 	readyWithin = 120 * time.Second
 	goneWithin  = 120 * time.Second
-	// proxyLag is how late the stand-in for kube-proxy sees a change of the
-	// Service's endpoints: kube-proxy's iptables mode syncs at most once a
-	// second by default (--iptables-min-sync-period), and real clusters,
-	// with many Services and nodes, are slower still.
+	// proxyLag is how late the stand-in for kube-proxy forgets an endpoint
+	// the Service no longer has ready: kube-proxy's iptables mode syncs at
+	// most once a second by default (--iptables-min-sync-period), and real
+	// clusters, with many Services and nodes, are slower still. A new
+	// ready endpoint it uses at once (a quiet kube-proxy syncs at once):
+	// the worst of both for tandem.
 	proxyLag = time.Second
 	// probeEvery is the prober's period; a phase lasts until the prober has
 	// sent at least minProbes (as Knative's HA tests ask a minimum of
@@ -784,14 +786,13 @@ func sigkill(t *testing.T, p corev1.Pod) {
 // serviceProxy stands in for kube-proxy, which the local cluster does not
 // run: it follows the Service's EndpointSlices and balances each new
 // connection across the ready endpoints, round-robin (kube-proxy's IPVS
-// mode), seeing every change proxyLag late. Like kube-proxy it never
-// retries: a connection to a dead pod fails.
+// mode), using a new endpoint at once and forgetting a gone one proxyLag
+// late. Like kube-proxy it never retries: a connection to a dead pod fails.
 type serviceProxy struct {
-	mu      sync.Mutex
-	eps     []string
-	next    int
-	seq     uint64 // changes seen
-	applied uint64 // changes in eps
+	mu   sync.Mutex
+	eps  []string
+	next int
+	seq  uint64 // changes seen
 }
 
 func followService(t *testing.T, ctx context.Context, c k8s.Interface, ns, service, port string) *serviceProxy {
@@ -825,12 +826,14 @@ func followService(t *testing.T, ctx context.Context, c k8s.Interface, ns, servi
 		p.mu.Lock()
 		p.seq++
 		seq := p.seq
+		union := slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(p.eps), eps...))))
+		p.eps = union // additions now
 		p.mu.Unlock()
 		time.AfterFunc(proxyLag, func() {
 			p.mu.Lock()
 			defer p.mu.Unlock()
-			if seq > p.applied {
-				p.eps, p.applied = eps, seq
+			if seq == p.seq { // else a later change applies its own set
+				p.eps = eps
 			}
 		})
 	}
