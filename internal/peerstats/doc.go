@@ -23,6 +23,16 @@
 //     lease retry later) do not look like a drop in traffic and never scale
 //     a deployment down; a dead follower stops counting after Expiry.
 //
+// Tenants: with a Ledger (the tenant registry), every report also carries
+// this process's spend per tenant over each tenant's budget period, is
+// sent every interval even with no traffic, and asks for a Reply: the
+// number of live processes and, per tenant, everyone else's spend, which
+// the ledger uses to split rates and concurrency quotas and to check
+// budgets cluster-wide. The leader records its own spend in its collector
+// (SetOwn) and reads its own Reply there. Spend does not expire with a
+// report: a process that is gone still spent it; it goes when its period
+// ends.
+//
 // Who owns what: the Reporter's integrals belong to its mutex (held for a
 // map update by Observe, for a swap by the report); the Collector's peers
 // belong to its mutex (held for a map update by a post, for a sum by

@@ -4,6 +4,12 @@
 // the request path reads an immutable snapshot (no store call, no lock) and
 // moves atomics; writes go to the store first, then swap the snapshot, so
 // a revoked key is refused by the very next request.
+//
+// Across tandem replicas (catalog.go, cluster.go): with a shared Catalog
+// writes go to it first and every replica follows it (SyncCatalog); the
+// peer stats tell each replica how many there are (it enforces 1/N of
+// each rate and concurrency quota) and what the others spent (its budget
+// check adds it). docs/tenants.md states the error bounds.
 package tenant
 
 import (
