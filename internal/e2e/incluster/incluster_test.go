@@ -192,15 +192,17 @@ func TestInCluster_TandemServesAndSurvivesPodLoss(t *testing.T) {
 
 	svc := followService(t, ctx, c, sysNS, "tandem-gateway", "http")
 
-	// The control API: 401 without the token, the deploy with it.
-	admin := tandemPods[0].Status.PodIP + ":8081"
-	if code, body := call(t, "GET", "http://"+admin+"/v1/deployments", "", nil); code != http.StatusUnauthorized {
+	// The control API through the Service tandem-admin: 401 without the
+	// token, the deploy with it.
+	admin := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: followService(t, ctx, c, sysNS, "tandem-admin", "admin").dial}}
+	if code, body := call(t, admin, "GET", "http://tandem-admin/v1/deployments", "", nil); code != http.StatusUnauthorized {
 		t.Fatalf("control API without the token = %d %q, want 401", code, body)
 	}
 	auth := map[string]string{"Authorization": "Bearer " + token, "Content-Type": "application/yaml"}
 	man := "name: echo\nmode: dedicated\nbackend: kubernetes\nruntime:\n  image: " + podserverImage +
 		"\n  health: /health\nscaling: {min: 2, max: 2}\ntimeouts: {grace: 1s}\n"
-	if code, body := call(t, "POST", "http://"+admin+"/v1/deployments", man, auth); code != http.StatusCreated {
+	if code, body := call(t, admin, "POST", "http://tandem-admin/v1/deployments", man, auth); code != http.StatusCreated {
 		t.Fatalf("deploy through the control API = %d %q, want 201", code, body)
 	}
 
@@ -723,7 +725,7 @@ func get(c *http.Client, url string) (int, string, error) {
 	return resp.StatusCode, string(b), err
 }
 
-func call(t *testing.T, method, url, body string, header map[string]string) (int, string) {
+func call(t *testing.T, client *http.Client, method, url, body string, header map[string]string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
@@ -732,7 +734,7 @@ func call(t *testing.T, method, url, body string, header map[string]string) (int
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
