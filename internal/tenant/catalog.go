@@ -64,11 +64,22 @@ func (r *Registry) Share(cat Catalog) {
 func (r *Registry) SyncCatalog(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
-	seeded := false
+	seeded, failing := false, false
 	for {
-		if err := r.syncOnce(ctx, !seeded); err != nil {
+		err := r.syncOnce(ctx, !seeded)
+		switch {
+		case err != nil && ctx.Err() != nil:
+		case err != nil && !failing:
+			failing = true
+			r.log.Warn("the shared tenant catalog cannot be read; tenant and key changes made through other tandem replicas do not reach this one until it can",
+				"err", err)
+		case err != nil:
 			r.log.Debug("reading the shared tenant catalog", "err", err)
-		} else {
+		case failing:
+			failing = false
+			r.log.Info("the shared tenant catalog can be read again")
+		}
+		if err == nil {
 			seeded = true
 		}
 		select {

@@ -3,6 +3,8 @@ package kubernetes
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -18,8 +20,10 @@ const TenantSecret = "tandem-tenants"
 
 // maxCatalogRetries bounds the optimistic-concurrency retries of one
 // change: another process writing the catalog at the same moment makes an
-// update conflict, and the change is made again on what it wrote.
-const maxCatalogRetries = 8
+// update conflict, and the change is made again on what it wrote, after a
+// short random pause that grows with each try (so that racing processes
+// spread out; each process makes one change at a time).
+const maxCatalogRetries = 16
 
 // TenantRecords returns every tenant record in the catalog (the Secret's
 // data, by tenant name); exists is false when the Secret is not there.
@@ -45,7 +49,14 @@ func (b *Backend) TenantRecords(ctx context.Context) (map[string][]byte, bool, e
 // The Secret is created by the first change that writes a record.
 func (b *Backend) ChangeTenantRecord(ctx context.Context, name string, change func(cur []byte) ([]byte, error)) error {
 	secrets := b.client.CoreV1().Secrets(b.cfg.Namespace)
-	for range maxCatalogRetries {
+	for try := range maxCatalogRetries {
+		if try > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(rand.Int64N(int64(try) * int64(5*time.Millisecond)))):
+			}
+		}
 		s, err := secrets.Get(ctx, TenantSecret, metav1.GetOptions{})
 		missing := apierrors.IsNotFound(err)
 		if err != nil && !missing {

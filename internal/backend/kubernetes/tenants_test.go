@@ -1,10 +1,15 @@
 package kubernetes
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
@@ -85,5 +90,57 @@ func TestBackend_TenantCatalog(t *testing.T) {
 		return nil, nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// On the real API server: three processes (three Backends, three
+// clients) each adding 10 records one after another (as a registry does,
+// one write at a time), racing each other on the one Secret's
+// resourceVersion, lose none of them.
+func TestBackend_TenantCatalogCluster(t *testing.T) {
+	needCluster(t)
+	ctx := t.Context()
+	admin := clusterClient(t)
+	ns := uniqueName("tenants")
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+	var wg sync.WaitGroup
+	errs := make(chan error, 30)
+	for p := range 3 {
+		b := NewWithClient(clusterClient(t), Config{Namespace: ns, Identity: fmt.Sprintf("p%d", p), Logger: discardLogger()})
+		t.Cleanup(func() { b.Close() })
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10 {
+				name := fmt.Sprintf("t%d-%d", p, i)
+				errs <- b.ChangeTenantRecord(ctx, name, func(cur []byte) ([]byte, error) {
+					if cur != nil {
+						return nil, fmt.Errorf("%s exists already", name)
+					}
+					return []byte(name), nil
+				})
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	b := NewWithClient(admin, Config{Namespace: ns, Logger: discardLogger()})
+	defer b.Close()
+	recs, exists, err := b.TenantRecords(ctx)
+	if err != nil || !exists || len(recs) != 30 {
+		t.Fatalf("after 30 racing writes: %d records (exists %v, %v), want 30", len(recs), exists, err)
+	}
+	for name, v := range recs {
+		if string(v) != name {
+			t.Fatalf("record %s = %q", name, v)
+		}
 	}
 }
