@@ -170,6 +170,8 @@ func decodeRecord(name string, raw []byte) (*Record, error) {
 			return nil, fmt.Errorf("tenant %q: key %q is malformed", name, k.ID)
 		}
 	}
+	// As record lists them, so that an unchanged tenant compares equal.
+	slices.SortFunc(rec.Keys, func(a, b Key) int { return compare(a.ID, b.ID) })
 	return &rec, nil
 }
 

@@ -90,6 +90,22 @@ func TestCatalog_SharesTenantsAndKeys(t *testing.T) {
 		t.Fatalf("a key made at a, at b after a round: %v", pe)
 	}
 	wantCode(t, "another model at b", b.serve("b", keyA), 403, CodeForbidden)
+	// Nothing changed: a round changes nothing here (no store write, no
+	// new snapshot), whatever order the catalog lists keys in.
+	for range 3 {
+		if _, _, err := a.reg.CreateKey("acme", 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sync1(t, b)
+	if n := len(b.reg.Keys("acme")); n != 4 {
+		t.Fatalf("b has %d keys of acme, want 4", n)
+	}
+	before := b.reg.snap.Load()
+	sync1(t, b)
+	if b.reg.snap.Load() != before {
+		t.Fatal("a catalog round with nothing changed replaced the snapshot")
+	}
 	if raw := cat.recs["acme"]; len(raw) == 0 || containsBytes(raw, []byte(secretText(keyA))) {
 		t.Fatalf("the catalog's record %q holds the key's secret (or nothing)", raw)
 	}
