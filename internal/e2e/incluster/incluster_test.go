@@ -195,7 +195,7 @@ func TestInCluster_TandemServesAndSurvivesPodLoss(t *testing.T) {
 	// The control API through the Service tandem-admin: 401 without the
 	// token, the deploy with it.
 	admin := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		DialContext: followService(t, ctx, c, sysNS, "tandem-admin", "admin").dial}}
+		DialContext: followService(t, ctx, c, sysNS, "tandem-admin", "admin").dialer()}}
 	if code, body := call(t, admin, "GET", "http://tandem-admin/v1/deployments", "", nil); code != http.StatusUnauthorized {
 		t.Fatalf("control API without the token = %d %q, want 401", code, body)
 	}
@@ -215,7 +215,7 @@ func TestInCluster_TandemServesAndSurvivesPodLoss(t *testing.T) {
 	t.Logf("model echo served by both tandem pods after %s", time.Since(began).Round(time.Second))
 
 	// Traffic through the Service: every answer is right.
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: svc.dial}}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: svc.dialer()}}
 	seen := map[string]int{}
 	for i := 0; i < 100; i++ {
 		code, body, err := get(client, "http://tandem-gateway/models/echo/name")
@@ -791,10 +791,9 @@ func sigkill(t *testing.T, p corev1.Pod) {
 // mode), using a new endpoint at once and forgetting a gone one proxyLag
 // late. Like kube-proxy it never retries: a connection to a dead pod fails.
 type serviceProxy struct {
-	mu   sync.Mutex
-	eps  []string
-	next int
-	seq  uint64 // changes seen
+	mu  sync.Mutex
+	eps []string
+	seq uint64 // changes seen
 }
 
 func followService(t *testing.T, ctx context.Context, c k8s.Interface, ns, service, port string) *serviceProxy {
@@ -871,25 +870,26 @@ func (p *serviceProxy) waitReady(t *testing.T, n int) {
 	}
 }
 
-func (p *serviceProxy) pick() (string, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.eps) == 0 {
-		return "", errors.New("the Service has no ready endpoint")
+// dialer returns a dial function for one client: it ignores the address
+// asked for and sends every connection to the Service. Each client has its
+// own round-robin turn, so that one client's connections alternate between
+// the endpoints whatever the others do: a kept-alive client meets a dead
+// pod at most once in a row (with one turn for all, as IPVS has, or random
+// picks, as iptables mode makes, k times with a chance of 2^-k, and the
+// SIGKILL threshold would fail a run in about 60).
+func (p *serviceProxy) dialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
+	var next int
+	return func(ctx context.Context, _, _ string) (net.Conn, error) {
+		p.mu.Lock()
+		if len(p.eps) == 0 {
+			p.mu.Unlock()
+			return nil, errors.New("the Service has no ready endpoint")
+		}
+		ep := p.eps[next%len(p.eps)]
+		next++
+		p.mu.Unlock()
+		return (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "tcp", ep)
 	}
-	ep := p.eps[p.next%len(p.eps)]
-	p.next++
-	return ep, nil
-}
-
-// dial ignores the address asked for: every connection goes to the
-// Service.
-func (p *serviceProxy) dial(ctx context.Context, _, _ string) (net.Conn, error) {
-	ep, err := p.pick()
-	if err != nil {
-		return nil, err
-	}
-	return (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "tcp", ep)
 }
 
 // prober sends GET /models/echo/name through the Service every probeEvery
@@ -934,9 +934,10 @@ func startProbers(t *testing.T, svc *serviceProxy, models map[string]bool) (keep
 func startProber(t *testing.T, svc *serviceProxy, models map[string]bool, fresh bool) *prober {
 	p := &prober{stopc: make(chan struct{}), done: make(chan struct{})}
 	p.last.Store("")
+	dial := svc.dialer()
 	tr := &http.Transport{DisableKeepAlives: fresh, MaxIdleConnsPerHost: 1,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := svc.dial(ctx, network, addr)
+			c, err := dial(ctx, network, addr)
 			if err == nil {
 				p.last.Store(c.RemoteAddr().String())
 			}
