@@ -67,6 +67,7 @@ type Dashboard struct {
 	next    int
 	events  []Event // newest last, at most maxEvents
 	last    *sample
+	latest  map[string]latest // of last, by deployment
 	curr    string
 }
 
@@ -133,10 +134,11 @@ func (d *Dashboard) Sample(now time.Time) {
 		}
 	}
 	rep := d.rep
-	s := build(now, sts, mfs, rep)
+	s, latest := build(now, sts, mfs, rep)
+	share(d.last, s) // d.last is only written here, by the one caller
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	evs := events(d.last, s)
+	evs := events(d.last, s, latest)
 	d.events = append(d.events, evs...)
 	if n := len(d.events) - maxEvents; n > 0 {
 		d.events = append(d.events[:0:0], d.events[n:]...)
@@ -144,7 +146,7 @@ func (d *Dashboard) Sample(now time.Time) {
 	if rep != nil {
 		d.curr = rep.Currency
 	}
-	d.last = s
+	d.last, d.latest = s, latest
 	if len(d.samples) < d.cfg.Keep {
 		d.samples = append(d.samples, s)
 		return
@@ -165,15 +167,16 @@ func (d *Dashboard) gather() []*dto.MetricFamily {
 	return mfs
 }
 
-// history returns the samples oldest first, and the events, under the
-// lock; samples are never changed once taken, so callers read them freely.
-func (d *Dashboard) history() ([]*sample, []Event, string) {
+// history returns the samples oldest first, the events and what only the
+// last sample shows, under the lock; samples and latest are never changed
+// once taken, so callers read them freely.
+func (d *Dashboard) history() ([]*sample, []Event, map[string]latest, string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	out := make([]*sample, 0, len(d.samples))
 	out = append(out, d.samples[d.next:]...)
 	out = append(out, d.samples[:d.next]...)
-	return out, append([]Event(nil), d.events...), d.curr
+	return out, append([]Event(nil), d.events...), d.latest, d.curr
 }
 
 // window is how many samples back rates and quantiles reach.
@@ -255,7 +258,7 @@ type Series struct {
 // Overview returns the dashboard's view of deployment name, or of every
 // deployment when name is empty.
 func (d *Dashboard) Overview(name string) *Overview {
-	samples, evs, currency := d.history()
+	samples, evs, latest, currency := d.history()
 	o := &Overview{Every: d.cfg.Every.Seconds(), Currency: currency, Deployments: []DeploymentView{}, Events: []Event{}}
 	for i := len(evs) - 1; i >= 0 && len(o.Events) < 50; i-- {
 		if name == "" || evs[i].Deployment == name {
@@ -269,26 +272,26 @@ func (d *Dashboard) Overview(name string) *Overview {
 	o.At = last.At
 	for _, n := range sortedNames(last.Deps) {
 		if name == "" || n == name {
-			o.Deployments = append(o.Deployments, view(n, samples, currency))
+			o.Deployments = append(o.Deployments, view(n, samples, latest[n], currency))
 		}
 	}
 	return o
 }
 
-func view(name string, samples []*sample, currency string) DeploymentView {
+func view(name string, samples []*sample, l latest, currency string) DeploymentView {
 	last := samples[len(samples)-1]
 	p := last.Deps[name]
 	v := DeploymentView{
 		Name: name, Mode: p.Mode, Backend: p.Backend, Revision: p.Revision,
 		Traffic: []Traffic{{Revision: p.Revision, Percent: 100}}, // one revision serves at a time today
 		Desired: p.Desired, Ready: p.Ready, Starting: p.Starting, Draining: p.Draining,
-		InFlight: p.InFlight, Queued: p.Queued, Restarts: p.Restarts, Reason: p.Reason, LastError: p.LastError,
+		InFlight: p.InFlight, Queued: p.Queued, Restarts: p.Restarts, Reason: l.Reason, LastError: p.LastError,
 		Requests: p.Requests, ColdStarts: p.ColdStarts, Phases: map[string]float64{},
 	}
 	for ph, s := range p.Phases {
 		v.Phases[ph] = s * 1000
 	}
-	if c := p.Cost; c != nil {
+	if c := l.Cost; c != nil {
 		v.Cost = &CostView{Cost: c.Cost, Text: money(c.Cost, currency), As: map[string]float64{}, AsText: map[string]string{}, Requests: c.Usage.Requests}
 		for m, x := range c.CostAs {
 			v.Cost.As[string(m)] = x
@@ -332,8 +335,8 @@ func view(name string, samples []*sample, currency string) DeploymentView {
 		v.Series.P50 = append(v.Series.P50, p50)
 		v.Series.P99 = append(v.Series.P99, p99)
 		var c *float64
-		if p.Cost != nil {
-			c = num(p.Cost.Cost)
+		if p.Priced {
+			c = num(p.Cost)
 		}
 		v.Series.Cost = append(v.Series.Cost, c)
 		if i == len(samples)-1 {

@@ -7,7 +7,10 @@
 // Who owns what: one goroutine (Run) takes a sample every second from the
 // controller's status, the Prometheus registry and (every ten seconds) the
 // cost meter, and appends it to a ring buffer of samples and one of events
-// (derived by comparing a sample with the one before). Readers (the HTTP handlers)
+// (derived by comparing a sample with the one before). A sample reuses the
+// point of every deployment that has not changed since the one before
+// (share), so a deployment that sits idle costs the history a map entry a
+// sample rather than a copy. Readers (the HTTP handlers)
 // take the mutex only to copy what they answer from. So a page opened
 // fresh shows the last minutes, the page polls /ui/api/overview every
 // second, and nothing on the request path does any work for the dashboard.

@@ -19,7 +19,7 @@ type point struct {
 	Desired, Ready, Starting     int
 	Draining, InFlight, Queued   int
 	Restarts                     int
-	Reason, LastError            string
+	LastError                    string
 	Requests, Errors, ColdStarts float64
 	// Buckets are the cumulative counts of tandem_request_duration_seconds
 	// at the sample's bounds.
@@ -28,9 +28,20 @@ type point struct {
 	Exits map[string]float64
 	// Phases is the mean seconds of each instance start phase so far.
 	Phases map[string]float64
-	// Cost is the deployment's cost report over the last 24 hours (what
-	// `tandem cost` shows); nil without a meter or usage.
-	Cost *cost.ModelReport
+	// Cost is the deployment's cost over the last 24 hours (what `tandem
+	// cost` shows), when Priced (not without a meter or usage).
+	Cost   float64
+	Priced bool
+}
+
+// latest is what the dashboard shows of the newest sample only. It is
+// kept apart from the points, so that a deployment's point stays the same
+// from one sample to the next while it sits idle (see share): the
+// autoscaler's reason of an idle deployment says for how long, and the
+// cost line's floor grows with the deployment's age.
+type latest struct {
+	Reason string
+	Cost   *cost.ModelReport // nil without a meter or usage
 }
 
 // sample is every deployment at one time.
@@ -52,14 +63,17 @@ type Event struct {
 }
 
 // build assembles a sample from the controller's statuses, the gathered
-// metric families and a cost report (either may be nil).
-func build(now time.Time, sts []*controller.Status, mfs []*dto.MetricFamily, rep *cost.Report) *sample {
+// metric families and a cost report (either may be nil), and returns what
+// only the newest sample shows apart, by deployment.
+func build(now time.Time, sts []*controller.Status, mfs []*dto.MetricFamily, rep *cost.Report) (*sample, map[string]latest) {
 	s := &sample{At: now, Deps: map[string]*point{}}
+	last := make(map[string]latest, len(sts))
 	for _, st := range sts {
+		last[st.Name] = latest{Reason: st.Reason}
 		s.Deps[st.Name] = &point{
 			Mode: string(st.Mode), Backend: st.Backend, Revision: st.Revision,
 			Desired: st.Desired, Ready: st.Ready, Starting: st.Starting, Draining: st.Draining,
-			InFlight: st.InFlight, Queued: st.Queued, Restarts: st.Restarts, Reason: st.Reason, LastError: st.LastError,
+			InFlight: st.InFlight, Queued: st.Queued, Restarts: st.Restarts, LastError: st.LastError,
 			Exits: map[string]float64{}, Phases: map[string]float64{},
 		}
 	}
@@ -106,13 +120,16 @@ func build(now time.Time, sts []*controller.Status, mfs []*dto.MetricFamily, rep
 	}
 	if rep != nil {
 		for i := range rep.Models {
-			if p := s.Deps[rep.Models[i].Model]; p != nil {
-				mr := rep.Models[i]
-				p.Cost = &mr
+			mr := &rep.Models[i] // a report is never changed once read
+			if p := s.Deps[mr.Model]; p != nil {
+				p.Cost, p.Priced = mr.Cost, true
+				l := last[mr.Model]
+				l.Cost = mr
+				last[mr.Model] = l
 			}
 		}
 	}
-	return s
+	return s, last
 }
 
 func label(m *dto.Metric, name string) string {
@@ -127,8 +144,8 @@ func label(m *dto.Metric, name string) string {
 // failures are the instance exit reasons that are crashes, not stops.
 var failures = []string{"crashed", "oom", "start_failed", "start_timeout"}
 
-// events compares two samples in a row.
-func events(prev, cur *sample) []Event {
+// events compares two samples in a row; last is cur's.
+func events(prev, cur *sample, last map[string]latest) []Event {
 	if prev == nil {
 		return nil
 	}
@@ -147,9 +164,9 @@ func events(prev, cur *sample) []Event {
 		}
 		switch {
 		case c.Desired > p.Desired:
-			add(name, "scale_up", fmt.Sprintf("scale up %d → %d instances%s", p.Desired, c.Desired, because(c.Reason)))
+			add(name, "scale_up", fmt.Sprintf("scale up %d → %d instances%s", p.Desired, c.Desired, because(last[name].Reason)))
 		case c.Desired < p.Desired:
-			add(name, "scale_down", fmt.Sprintf("scale down %d → %d instances%s", p.Desired, c.Desired, because(c.Reason)))
+			add(name, "scale_down", fmt.Sprintf("scale down %d → %d instances%s", p.Desired, c.Desired, because(last[name].Reason)))
 		}
 		for _, r := range failures {
 			if n := c.Exits[r] - p.Exits[r]; n > 0 {
