@@ -187,6 +187,10 @@ func TestCollector_ServeHTTP(t *testing.T) {
 		{"huge", `{"peer":"a","seq":1,"deployments":[{"name":"m","concurrency":1e300}]}`, testToken, http.StatusBadRequest, "deployments[0].concurrency"},
 		{"queued < 0", `{"peer":"a","seq":1,"deployments":[{"name":"m","queued":-2}]}`, testToken, http.StatusBadRequest, "deployments[0].queued"},
 		{"wrong type", `{"peer":"a","seq":"1","deployments":[]}`, testToken, http.StatusBadRequest, ""},
+		{"spend < 0", `{"peer":"a","seq":1,"deployments":[],"spend":[{"tenant":"acme","period":1,"usd":-1}]}`, testToken, http.StatusBadRequest, "spend[0].usd"},
+		{"spend twice", `{"peer":"a","seq":1,"deployments":[],"spend":[{"tenant":"acme","period":1,"usd":1},{"tenant":"acme","period":1,"usd":1}]}`, testToken, http.StatusBadRequest, "spend[1].tenant"},
+		{"spend no tenant", `{"peer":"a","seq":1,"deployments":[],"spend":[{"period":1,"usd":1}]}`, testToken, http.StatusBadRequest, "spend[0].tenant"},
+		{"until before period", `{"peer":"a","seq":1,"deployments":[],"spend":[{"tenant":"acme","period":5,"until":5,"usd":1}]}`, testToken, http.StatusBadRequest, "spend[0].until"},
 		{"oversized", `{"peer":"a","seq":1,"deployments":[{"name":"` + strings.Repeat("x", MaxBody) + `"}]}`, testToken, http.StatusRequestEntityTooLarge, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -343,6 +347,7 @@ func FuzzDecodeReport(f *testing.F) {
 	f.Add([]byte(`{"peer":"a","boot":1,"seq":1,"sent":"2026-12-02T07:00:00Z","deployments":[{"name":"m","concurrency":2.5,"window_ms":1000,"queued":1}]}`))
 	f.Add([]byte(`{"peer":"a","seq":1,"deployments":[{"name":"m"},{"name":"m"}]}`))
 	f.Add([]byte(`{"peer":"","seq":0}`))
+	f.Add([]byte(`{"peer":"a","seq":2,"deployments":[],"spend":[{"tenant":"acme","period":1,"until":3600000000001,"usd":0.25}],"reply":true}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rep, err := DecodeReport(strings.NewReader(string(b)))
@@ -501,5 +506,33 @@ func TestReporter_Ledger(t *testing.T) {
 	f.report(context.Background(), clk.step(time.Second))
 	if _, n := lf.last(); n != 2 {
 		t.Fatalf("ledger told %d times, want 2 (no reply from a dead leader)", n)
+	}
+}
+
+// A report that asks for a reply gets 200 and the reply as JSON.
+func TestCollector_ServeHTTPReply(t *testing.T) {
+	clk := &clock{t: t0}
+	c := NewCollector("leader", 5*time.Second, clk.now, quiet())
+	c.SetOwn([]Spend{{Tenant: "acme", Period: 1, USD: 0.5}}, clk.now())
+	srv := httptest.NewServer(protectedCollector(c))
+	defer srv.Close()
+	body := `{"peer":"a","boot":1,"seq":1,"deployments":[],"spend":[{"tenant":"acme","period":1,"usd":0.25}],"reply":true}`
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+Path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var rep Reply
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&rep) != nil {
+		t.Fatalf("status %d, want 200 with a reply", resp.StatusCode)
+	}
+	if s, ok := spendOf(rep, "acme"); rep.Replicas != 2 || !ok || s.USD != 0.5 {
+		t.Fatalf("reply %+v, want 2 replicas and acme's others at 0.5 (the leader's)", rep)
+	}
+	if s, _ := spendOf(c.Reply("leader", clk.now()), "acme"); s.USD != 0.25 {
+		t.Fatalf("the leader's own reply counts a's spend as %v, want 0.25", s.USD)
 	}
 }
