@@ -186,14 +186,15 @@ func Decide(p Params, s State, m Metrics, now time.Time) (Decision, State) {
 		d.Desired, d.Reason = 1, ReasonQueued
 	}
 	// Nothing ready: every request waits, and the windows, full of the
-	// quiet before, cannot see a burst yet. A queue longer than the
-	// instances on their way would take without panicking (threshold x
-	// target each) sizes the wake-up: 30 queued at target 1 start 30
-	// instances at once (up to Max), instead of one now and the rest a
-	// tick or two later. A shorter one waits for them: one instance
-	// takes the second request of sporadic traffic as well, and a second
-	// start would only cost.
-	if m.Ready == 0 && float64(m.Queued) > threshold*target*float64(max(1, m.Starting)) {
+	// quiet before, cannot see a burst yet. A queue longer than one
+	// instance takes without panicking (threshold x target) sizes the
+	// wake-up: 30 queued at target 1 start 30 instances at once (up to
+	// Max), instead of one now and the rest a tick or two later. A
+	// shorter one waits for the instance on its way: it takes the second
+	// request of sporadic traffic as well, and a second start would only
+	// cost. (The bound must not depend on what is starting: a decision
+	// that changes its own input flaps, starting and retiring by turns.)
+	if m.Ready == 0 && float64(m.Queued) > threshold*target {
 		if want := wantFor(float64(m.Queued+m.InFlight), target); want > d.Desired {
 			d.Desired, d.Reason = want, ReasonQueued
 		}

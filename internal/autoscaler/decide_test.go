@@ -498,3 +498,20 @@ func BenchmarkDecide(b *testing.B) {
 		_, s = Decide(p, s, m, now)
 	}
 }
+
+// With nothing ready, a queue longer than threshold x target sizes the
+// wake-up, whatever is already starting (a bound that moved with what is
+// starting made the decision flap: start 3, retire 2, start 2, ...); a
+// shorter queue waits for one instance.
+func TestDecide_QueueSizesWakeUp(t *testing.T) {
+	p := Params{Max: 3, Target: 1, PanicThreshold: 2, StableWindow: time.Minute, PanicWindow: 6 * time.Second, ScaleToZero: true, IdleTimeout: time.Minute}
+	now := time.Unix(1000, 0)
+	for _, tc := range []struct{ queued, starting, want int }{
+		{1, 0, 1}, {2, 0, 1}, {2, 1, 1}, {3, 0, 3}, {3, 1, 3}, {3, 3, 3}, {30, 0, 3}, {30, 3, 3},
+	} {
+		d, _ := Decide(p, State{}, Metrics{Queued: tc.queued, Starting: tc.starting, LastActive: now}, now)
+		if d.Desired != tc.want {
+			t.Errorf("queued %d, starting %d: desired %d (%s), want %d", tc.queued, tc.starting, d.Desired, d, tc.want)
+		}
+	}
+}
