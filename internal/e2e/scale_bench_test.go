@@ -419,6 +419,9 @@ func (s *scaleServer) cpuOver(d time.Duration) float64 {
 func medianDur(v []time.Duration) time.Duration {
 	v = slices.Clone(v)
 	slices.Sort(v)
+	if n := len(v); n%2 == 0 {
+		return (v[n/2-1] + v[n/2]) / 2
+	}
 	return v[len(v)/2]
 }
 
