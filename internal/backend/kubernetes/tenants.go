@@ -18,12 +18,17 @@ import (
 // verifiers and RBAC commonly keeps Secrets from readers of ConfigMaps.
 const TenantSecret = "tandem-tenants"
 
-// maxCatalogRetries bounds the optimistic-concurrency retries of one
+// catalogRetryFor bounds the optimistic-concurrency retries of one
 // change: another process writing the catalog at the same moment makes an
 // update conflict, and the change is made again on what it wrote, after a
-// short random pause that grows with each try (so that racing processes
-// spread out; each process makes one change at a time).
-const maxCatalogRetries = 16
+// random pause that doubles with each try up to catalogPauseMax (so that
+// racing processes spread out; each process makes one change at a time).
+// A count of tries was not enough: 16 lost one of 30 writes racing from
+// three processes on a loaded machine.
+const (
+	catalogRetryFor = 10 * time.Second
+	catalogPauseMax = 200 * time.Millisecond
+)
 
 // TenantRecords returns every tenant record in the catalog (the Secret's
 // data, by tenant name); exists is false when the Secret is not there.
@@ -49,12 +54,17 @@ func (b *Backend) TenantRecords(ctx context.Context) (map[string][]byte, bool, e
 // The Secret is created by the first change that writes a record.
 func (b *Backend) ChangeTenantRecord(ctx context.Context, name string, change func(cur []byte) ([]byte, error)) error {
 	secrets := b.client.CoreV1().Secrets(b.cfg.Namespace)
-	for try := range maxCatalogRetries {
+	deadline := time.Now().Add(catalogRetryFor)
+	for try := 0; ; try++ {
 		if try > 0 {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("kubernetes: secret %s: %d conflicting writes in a row over %s", TenantSecret, try, catalogRetryFor)
+			}
+			pause := min(catalogPauseMax, 5*time.Millisecond<<min(try, 10))
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
-			case <-time.After(time.Duration(rand.Int64N(int64(try) * int64(5*time.Millisecond)))):
+			case <-time.After(time.Duration(rand.Int64N(int64(pause)))):
 			}
 		}
 		s, err := secrets.Get(ctx, TenantSecret, metav1.GetOptions{})
@@ -114,5 +124,4 @@ func (b *Backend) ChangeTenantRecord(ctx context.Context, name string, change fu
 		}
 		return nil
 	}
-	return fmt.Errorf("kubernetes: secret %s: %d conflicting writes in a row", TenantSecret, maxCatalogRetries)
 }
