@@ -228,23 +228,7 @@ func (r *Registry) applyLocked(name string, rec *Record) error {
 		if s == nil {
 			return nil
 		}
-		for id, k := range sn.keys {
-			if k.t == s {
-				if err := r.st.DeleteJSON(bucketKeys, id); err != nil {
-					return err
-				}
-				delete(next.keys, id)
-			}
-		}
-		if err := r.st.DeleteJSON(bucketTenants, name); err != nil {
-			return err
-		}
-		if err := r.st.DeleteJSON(bucketUsage, name); err != nil {
-			return err
-		}
-		delete(next.tenants, name)
-		r.snap.Store(next)
-		return nil
+		return r.removeLocked(sn, name)
 	}
 	t := rec.Tenant
 	if err := r.st.PutJSON(bucketTenants, name, &t); err != nil {

@@ -416,6 +416,12 @@ func (r *Registry) Delete(name string) error {
 	if _, ok := sn.tenants[name]; !ok {
 		return fmt.Errorf("tenant %q: %w", name, ErrNotFound)
 	}
+	return r.removeLocked(sn, name)
+}
+
+// removeLocked deletes tenant name, its keys and its usage from the store,
+// then publishes a snapshot without them. r.mu is held.
+func (r *Registry) removeLocked(sn *snapshot, name string) error {
 	next := sn.clone()
 	for id, k := range sn.keys {
 		if k.k.Tenant == name {
