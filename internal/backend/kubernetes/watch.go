@@ -97,12 +97,19 @@ func (w *podWatcher) run(ctx context.Context) {
 	w.inf.Run(ctx.Done())
 }
 
-func (w *podWatcher) changed(obj any) {
+// podOf returns the pod an informer handler was given (unwrapping a
+// deletion whose final state the informer missed), or nil.
+func podOf(obj any) *corev1.Pod {
 	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = d.Obj
 	}
-	p, ok := obj.(*corev1.Pod)
-	if !ok {
+	p, _ := obj.(*corev1.Pod)
+	return p
+}
+
+func (w *podWatcher) changed(obj any) {
+	p := podOf(obj)
+	if p == nil {
 		return
 	}
 	w.mu.Lock()
@@ -114,11 +121,8 @@ func (w *podWatcher) changed(obj any) {
 // deleted forgets a pod that is gone (its last state may not say it was
 // being deleted) and wakes its deployment's Watch goroutines.
 func (w *podWatcher) deleted(obj any) {
-	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = d.Obj
-	}
-	p, ok := obj.(*corev1.Pod)
-	if !ok {
+	p := podOf(obj)
+	if p == nil {
 		return
 	}
 	w.mu.Lock()
