@@ -164,26 +164,11 @@ func TestKubernetes_TwoTandemsOneLeader(t *testing.T) {
 	ns := kubeNamespace(t, kc)
 	a := kubeServer(t, kc, ns)
 	b := kubeServer(t, kc, ns)
-	holder := func() string {
-		out, _ := kubectl(t, kc, "-n", ns, "get", "lease", "tandem-leader", "-o", "jsonpath={.spec.holderIdentity}")
-		return out
-	}
-	holds := func(s *server) bool { return strings.HasSuffix(holder(), "-"+strconv.Itoa(s.cmd.Process.Pid)) }
-	deadline := time.Now().Add(60 * time.Second)
-	for !holds(a) && !holds(b) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no tandem holds the lease after 60s (holder %q)", holder())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	leader, follower := a, b
-	if holds(b) {
-		leader, follower = b, a
-	}
+	leader, follower := leaderOf(t, kc, ns, a, b)
 	leader.deploy("", fakeKube("klease", "dedicated", "min: 1\nmax: 3"))
 	leader.waitFor("leader serves", 60*time.Second, func(st *controller.Status) bool { return st.Ready == 1 }, "klease")
 	// The follower learns the deployment from the cluster and serves it too.
-	deadline = time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if r := follower.call("GET", "/models/klease/echo", ""); r.code == 200 {
 			break
@@ -201,9 +186,9 @@ func TestKubernetes_TwoTandemsOneLeader(t *testing.T) {
 	}
 	leader.stop(syscall.SIGKILL)
 	deadline = time.Now().Add(60 * time.Second)
-	for !holds(follower) {
+	for !holdsLease(t, kc, ns, follower) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the follower did not take the lease (holder %q)", holder())
+			t.Fatalf("the follower did not take the lease (holder %q)", leaseHolder(t, kc, ns))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -212,6 +197,36 @@ func TestKubernetes_TwoTandemsOneLeader(t *testing.T) {
 	for replicasOf(t, kc, ns, "klease") != 2 {
 		if time.Now().After(deadline) {
 			t.Fatalf("the new leader did not scale (replicas %d)", replicasOf(t, kc, ns, "klease"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// leaseHolder returns the holder identity of the tandem-leader Lease in ns.
+func leaseHolder(t *testing.T, kc, ns string) string {
+	out, _ := kubectl(t, kc, "-n", ns, "get", "lease", "tandem-leader", "-o", "jsonpath={.spec.holderIdentity}")
+	return out
+}
+
+// holdsLease reports whether tandem s holds the Lease now (a holder
+// identity ends in its pid).
+func holdsLease(t *testing.T, kc, ns string, s *server) bool {
+	return strings.HasSuffix(leaseHolder(t, kc, ns), "-"+strconv.Itoa(s.cmd.Process.Pid))
+}
+
+// leaderOf waits until one of two tandems holds the Lease and returns it
+// first.
+func leaderOf(t *testing.T, kc, ns string, a, b *server) (leader, follower *server) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		switch {
+		case holdsLease(t, kc, ns, a):
+			return a, b
+		case holdsLease(t, kc, ns, b):
+			return b, a
+		case time.Now().After(deadline):
+			t.Fatalf("no tandem holds the lease after 60s (holder %q)", leaseHolder(t, kc, ns))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

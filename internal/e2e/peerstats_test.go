@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,22 +23,7 @@ func TestKubernetes_PeerStatsTwoTandems(t *testing.T) {
 	ns := kubeNamespace(t, kc)
 	a := kubeServer(t, kc, ns)
 	b := kubeServer(t, kc, ns)
-	holder := func() string {
-		out, _ := kubectl(t, kc, "-n", ns, "get", "lease", "tandem-leader", "-o", "jsonpath={.spec.holderIdentity}")
-		return out
-	}
-	holds := func(s *server) bool { return strings.HasSuffix(holder(), "-"+strconv.Itoa(s.cmd.Process.Pid)) }
-	deadline := time.Now().Add(60 * time.Second)
-	for !holds(a) && !holds(b) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no tandem holds the lease after 60s (holder %q)", holder())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	leader, follower := a, b
-	if holds(b) {
-		leader, follower = b, a
-	}
+	leader, follower := leaderOf(t, kc, ns, a, b)
 	// The leader published where to reach it: its control API.
 	if out, _ := kubectl(t, kc, "-n", ns, "get", "lease", "tandem-leader", "-o", `jsonpath={.metadata.annotations.tandem\.peer-addr}`); out != leader.admin {
 		t.Fatalf("the Lease names peer address %q, want the leader's control API %s", out, leader.admin)
@@ -48,7 +32,7 @@ func TestKubernetes_PeerStatsTwoTandems(t *testing.T) {
 	const name, perTandem, want = "kpeers", 4, 8
 	leader.deploy("", fakeKube(name, "dedicated", "min: 1\nmax: 12\ntarget_concurrency: 1\nstable_window: 6s\npanic_window: 2s"))
 	leader.waitFor("one ready", 60*time.Second, func(st *controller.Status) bool { return st.Ready >= 1 }, name)
-	deadline = time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for follower.call("GET", "/models/"+name+"/echo", "").code != 200 {
 		if time.Now().After(deadline) {
 			t.Fatal("the follower never served the deployment made through the leader")

@@ -25,6 +25,7 @@ import (
 
 	"tandem/internal/backend"
 	"tandem/internal/manifest"
+	"tandem/internal/testbin"
 )
 
 // The cluster the tests run against: hack/local-cluster.sh's, started by
@@ -42,37 +43,8 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	kubeconfig, clusterErr = findCluster()
+	kubeconfig, clusterErr = testbin.FindCluster()
 	os.Exit(m.Run())
-}
-
-func findCluster() (string, error) {
-	if k := os.Getenv("TANDEM_KUBECONFIG"); k != "" {
-		return k, nil
-	}
-	root, err := repoRoot()
-	if err != nil {
-		return "", err
-	}
-	script := filepath.Join(root, "hack", "local-cluster.sh")
-	if os.Getenv("CI") == "true" {
-		cmd := exec.Command(script, "up")
-		cmd.Stderr = os.Stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return "", fmt.Errorf("hack/local-cluster.sh up: %w", err)
-		}
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		return lines[len(lines)-1], nil
-	}
-	if exec.Command(script, "status").Run() != nil {
-		return "", nil // not up: the cluster tests skip
-	}
-	out, err := exec.Command(script, "kubeconfig").Output()
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(string(out)), nil
 }
 
 func repoRoot() (string, error) {
