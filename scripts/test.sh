@@ -16,7 +16,7 @@ echo "== go test -race"
 # and the end-to-end suite slowed cold starts tenfold in the packages that
 # ran beside them, and tandem bench's serverless-vs-dedicated agreement
 # test measures cold starts. Serial costs a few minutes, not flakes.
-go test -race -count=1 -p 1 -timeout 40m ./... 2>&1 | tee /tmp/tandem-test.log
+go test -race -count=1 -p 1 -timeout 40m ./...
 
 echo "== fuzz (briefly)"
 bash scripts/fuzz.sh 5s
