@@ -329,11 +329,21 @@ func TestDocker_Logs(t *testing.T) {
 	testbin.WaitHealthy(t, a.Addr)
 	c := startFake(t, b, "logs-2", m)
 	testbin.WaitHealthy(t, c.Addr)
+	// The engine's log driver writes a line down a moment after the
+	// program printed it: an instance can answer its health check before
+	// its first line is in its log. Read until both are there (bounded).
 	var out bytes.Buffer
-	if err := b.Logs(context.Background(), "logs", 1, &out); err != nil {
-		t.Fatal(err)
+	var lines []string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		out.Reset()
+		if err := b.Logs(context.Background(), "logs", 1, &out); err != nil {
+			t.Fatal(err)
+		}
+		lines = strings.Split(strings.TrimSpace(out.String()), "\n")
+		if len(lines) >= 2 || time.Now().After(deadline) {
+			break
+		}
 	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if len(lines) != 2 || !strings.HasPrefix(lines[0], "logs-1 | fakemodel: pid") || !strings.HasPrefix(lines[1], "logs-2 | fakemodel: pid") {
 		t.Errorf("logs, oldest instance first:\n%s", out.String())
 	}
