@@ -137,7 +137,13 @@ func ParseKey(key string) (id string, secret []byte, err error) {
 	if _, err := hex.DecodeString(id); err != nil || strings.ToLower(id) != id {
 		return "", nil, ErrMalformedKey
 	}
-	secret, err = base64.RawURLEncoding.Strict().DecodeString(rest[idLen+1:]) // one text per key
+	// One text per key: Go's decoder skips '\r' and '\n' even when strict,
+	// so the text's length is checked first.
+	enc := rest[idLen+1:]
+	if len(enc) != base64.RawURLEncoding.EncodedLen(secretBytes) {
+		return "", nil, ErrMalformedKey
+	}
+	secret, err = base64.RawURLEncoding.Strict().DecodeString(enc)
 	if err != nil || len(secret) != secretBytes {
 		return "", nil, ErrMalformedKey
 	}
