@@ -69,6 +69,44 @@ type Runtime struct {
 	ONNX string `yaml:"onnx,omitempty" json:"onnx,omitempty"`
 	// Threads is the built-in runtime's intra-op thread count.
 	Threads int `yaml:"threads,omitempty" json:"threads,omitempty"`
+	// Lambda runs a Lambda-compatible function behind tandem's Runtime API.
+	Lambda *Lambda `yaml:"lambda,omitempty" json:"lambda,omitempty"`
+	// WSGI names a Python WSGI app as "module:attr" (Flask's app:app).
+	WSGI string `yaml:"wsgi,omitempty" json:"wsgi,omitempty"`
+	// ASGI names a Python ASGI app as "module:attr" (FastAPI's main:app).
+	ASGI string `yaml:"asgi,omitempty" json:"asgi,omitempty"`
+	// Python is the interpreter of a wsgi or asgi app; empty means the
+	// first python3 on PATH.
+	Python string `yaml:"python,omitempty" json:"python,omitempty"`
+	// Template keeps a process that has imported a Python handler or app,
+	// and starts each instance as a fork of it.
+	Template *Template `yaml:"template,omitempty" json:"template,omitempty"`
+}
+
+// Lambda is a function run through the Lambda Runtime API: either a custom
+// runtime's program (Command, such as ./bootstrap) or a Python handler
+// ("module.function") that tandem's own bootstrap calls.
+type Lambda struct {
+	Command []string `yaml:"command,omitempty" json:"command,omitempty"`
+	Handler string   `yaml:"handler,omitempty" json:"handler,omitempty"`
+	// Python is the interpreter of a handler; empty means the first
+	// python3 on PATH.
+	Python string `yaml:"python,omitempty" json:"python,omitempty"`
+	// Event is the shape a gateway request takes: apigw-v1 (default) or
+	// apigw-v2.
+	Event string `yaml:"event,omitempty" json:"event,omitempty"`
+}
+
+// Lambda event shapes.
+const (
+	EventAPIGWv1 = "apigw-v1"
+	EventAPIGWv2 = "apigw-v2"
+)
+
+// Template configures a deployment's template process.
+type Template struct {
+	// Keep drops the template after this long without a fork (default 1h).
+	Keep Duration `yaml:"keep,omitempty" json:"keep,omitempty"`
 }
 
 // Scaling holds the autoscaler's knobs.

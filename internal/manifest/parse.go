@@ -286,6 +286,7 @@ const (
 	DefaultBatchMaxBatchSize      = 32
 	DefaultDedicatedMin           = 1
 	DefaultServerlessMinimum      = 0
+	DefaultTemplateKeep           = time.Hour
 	defaultModeIfUnset       Mode = Serverless
 )
 
@@ -293,6 +294,12 @@ const (
 func (m *Manifest) SetDefaults() {
 	if m.Mode == "" {
 		m.Mode = defaultModeIfUnset
+	}
+	if l := m.Runtime.Lambda; l != nil && l.Event == "" {
+		l.Event = EventAPIGWv1
+	}
+	if t := m.Runtime.Template; t != nil && t.Keep == 0 {
+		t.Keep = Duration(DefaultTemplateKeep)
 	}
 	s := &m.Scaling
 	if s.Min == nil {
@@ -376,17 +383,20 @@ func (m *Manifest) Validate() error {
 
 	r := m.Runtime
 	sources := 0
-	for _, set := range []bool{len(r.Command) > 0 && r.Image == "", r.Image != "", r.ONNX != ""} {
+	for _, set := range []bool{len(r.Command) > 0 && r.Image == "", r.Image != "", r.ONNX != "", r.Lambda != nil, r.WSGI != "", r.ASGI != ""} {
 		if set {
 			sources++
 		}
 	}
 	switch {
 	case sources == 0:
-		bad("runtime.command", "required: give runtime.command (a program serving HTTP on $PORT), runtime.image or runtime.onnx")
+		bad("runtime.command", "required: give runtime.command (a program serving HTTP on $PORT), runtime.image, runtime.onnx, runtime.lambda, runtime.wsgi or runtime.asgi")
 	case r.ONNX != "" && (len(r.Command) > 0 || r.Image != ""):
 		bad("runtime.onnx", "cannot be combined with runtime.command or runtime.image")
+	case sources > 1 && (r.Lambda != nil || r.WSGI != "" || r.ASGI != ""):
+		bad("runtime", "give one of runtime.command, image, onnx, lambda, wsgi or asgi, not several")
 	}
+	validateFunction(m, bad)
 	if len(r.Command) > 0 && r.Command[0] == "" {
 		bad("runtime.command[0]", "must name a program")
 	}

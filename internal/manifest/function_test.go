@@ -1,0 +1,37 @@
+package manifest
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestValidate_Functions(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml, wantField string
+	}{
+		{"go function", "name: f\nruntime:\n  lambda:\n    command: [./bootstrap]\n", ""},
+		{"python handler", "name: f\nruntime:\n  lambda:\n    handler: app.lambda_handler\n    event: apigw-v2\n  template: {keep: 10m}\n", ""},
+		{"wsgi", "name: f\nruntime:\n  wsgi: app:app\n  template: {}\n", ""},
+		{"neither", "name: f\nruntime:\n  lambda: {event: apigw-v1}\n", "runtime.lambda"},
+		{"both", "name: f\nruntime:\n  lambda: {command: [x], handler: a.b}\n", "runtime.lambda"},
+		{"bad handler", "name: f\nruntime:\n  lambda: {handler: app}\n", "runtime.lambda.handler"},
+		{"bad event", "name: f\nruntime:\n  lambda: {handler: a.b, event: sqs}\n", "runtime.lambda.event"},
+		{"bad wsgi", "name: f\nruntime:\n  wsgi: app.app\n", "runtime.wsgi"},
+		{"two sources", "name: f\nruntime:\n  wsgi: app:app\n  command: [x]\n", "runtime"},
+		{"template of a program", "name: f\nruntime:\n  lambda: {command: [./bootstrap]}\n  template: {}\n", "runtime.template"},
+		{"docker", "name: f\nbackend: docker\nruntime:\n  wsgi: app:app\n", "backend"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml), t.TempDir())
+			if tc.wantField == "" {
+				if err != nil {
+					t.Fatalf("want valid, got %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantField+":") {
+				t.Fatalf("want a problem naming %s, got %v", tc.wantField, err)
+			}
+		})
+	}
+}
