@@ -13,7 +13,7 @@
 //	ANY  /sleep?d=100ms     answers after d
 //	GET  /stream?n=3&d=10ms writes n lines, flushing each, d apart
 //	GET  /alloc?mb=64       allocates and touches mb MiB, then answers
-//	GET  /pid               answers the process id
+//	GET  /pid               answers the process id (/sleep sets it as X-Pid)
 //	ANY  /log?msg=TEXT      writes TEXT as a line to standard output (tandem logs)
 //	POST /crash             exits at once with code 2
 //
@@ -71,6 +71,7 @@ func main() {
 	})
 	mux.HandleFunc("/sleep", func(w http.ResponseWriter, r *http.Request) {
 		d, _ := time.ParseDuration(r.URL.Query().Get("d"))
+		w.Header().Set("X-Pid", pid) // which instance served it
 		select {
 		case <-time.After(d):
 		case <-r.Context().Done():

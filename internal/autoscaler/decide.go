@@ -17,6 +17,9 @@ type Params struct {
 	PanicWindow    time.Duration // e.g. 6s
 	ScaleToZero    bool          // serverless with Min == 0
 	IdleTimeout    time.Duration // serverless: go to 0 after this long with no traffic
+	// Hybrid keeps the instances above Min (the burst tier) until there
+	// has been no overflow beyond the floor for IdleTimeout.
+	Hybrid bool
 }
 
 // ParamsFrom returns the scaling parameters of m, whose defaults must already
@@ -34,6 +37,7 @@ func ParamsFrom(m *manifest.Manifest) Params {
 		PanicWindow:    s.PanicWindow.D(),
 		ScaleToZero:    m.Mode == manifest.Serverless && minimum == 0,
 		IdleTimeout:    s.IdleTimeout.D(),
+		Hybrid:         m.Mode == manifest.Hybrid,
 	}
 }
 
@@ -75,6 +79,9 @@ type State struct {
 	// PanicPeak is the largest size (before clamping) asked for during
 	// the current panic; 0 when not panicking.
 	PanicPeak int
+	// Overflow is the last time a hybrid deployment's demand was above
+	// what its floor takes (Min x target); zero when never.
+	Overflow time.Time
 }
 
 // Reasons say which rule decided a Decision. They are constants so that
@@ -87,6 +94,7 @@ const (
 	ReasonNoDemand = "no demand"      // serverless, no instances and nothing waiting
 	ReasonKeepWarm = "not idle yet"   // serverless, keeps one until the idle timeout
 	ReasonMin      = "clamped to min" // raised to Params.Min
+	ReasonBurst    = "burst kept"     // hybrid: burst instances stay until IdleTimeout without overflow
 	ReasonMax      = "clamped to max" // lowered to Params.Max
 )
 
@@ -119,6 +127,8 @@ func (d Decision) String() string {
 		return fmt.Sprintf("idle %s -> 0", d.Idle.Round(time.Second))
 	case ReasonKeepWarm:
 		return fmt.Sprintf("not idle yet (%s) -> %d", d.Idle.Round(time.Second), d.Desired)
+	case ReasonBurst:
+		return fmt.Sprintf("burst kept (no overflow for %s) -> %d", d.Idle.Round(time.Second), d.Desired)
 	case ReasonMin, ReasonMax:
 		return fmt.Sprintf("%s %d (wanted %d)", d.Reason, d.Desired, d.Wanted)
 	default:
@@ -170,7 +180,7 @@ func Decide(p Params, s State, m Metrics, now time.Time) (Decision, State) {
 	case over && s.PanicSince.IsZero():
 		s.PanicSince = now
 	case !over && !s.PanicSince.IsZero() && now.Sub(s.PanicSince) >= p.StableWindow:
-		s = State{}
+		s = State{Overflow: s.Overflow}
 	}
 
 	d := Decision{Target: target}
@@ -217,6 +227,19 @@ func Decide(p Params, s State, m Metrics, now time.Time) (Decision, State) {
 			s = State{}
 		case current > 0 && d.Desired < 1:
 			d.Desired, d.Reason, d.Idle = 1, ReasonKeepWarm, idle
+		}
+	}
+
+	if p.Hybrid {
+		// The burst tier stops after IdleTimeout without overflow, not as
+		// soon as the stable average says so: a burst that pauses for a
+		// breath must not pay a second cold start.
+		floor := float64(max(p.Min, 0)) * target
+		if float64(m.InFlight+m.Queued) > floor*(1+ceilSlack) || m.PanicConcurrency > floor*(1+ceilSlack) {
+			s.Overflow = now
+		}
+		if quiet := now.Sub(s.Overflow); d.Desired < current && current > p.Min && !s.Overflow.IsZero() && quiet < p.IdleTimeout {
+			d.Desired, d.Reason, d.Idle = current, ReasonBurst, quiet
 		}
 	}
 

@@ -162,6 +162,7 @@ func run(t *testing.T, m model, spec loadgen.Spec, measure bool) (*bench.Report,
 	}
 	rec, err := recommend.Recommend(recommend.Input{
 		Manifest: man, Trace: tr, Timings: *tm, Tick: tick, End: spec.Duration, Seed: 1, NoBreakEven: true,
+		Modes: []manifest.Mode{manifest.Serverless, manifest.Dedicated}, // what bench ran
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -107,8 +107,8 @@ func (o *trafficFlags) load(cmd *cobra.Command) (m *manifest.Manifest, tr *trace
 	}
 	for _, s := range strings.Split(o.modes, ",") {
 		mode := manifest.Mode(strings.TrimSpace(s))
-		if mode != manifest.Serverless && mode != manifest.Dedicated {
-			err = usageErrorf("--modes: %q is not a mode (serverless, dedicated)", s)
+		if mode != manifest.Serverless && mode != manifest.Dedicated && mode != manifest.Hybrid {
+			err = usageErrorf("--modes: %q is not a mode (serverless, dedicated, hybrid)", s)
 			return
 		}
 		modes = append(modes, mode)

@@ -99,7 +99,16 @@ func writeCost(w io.Writer, rep *cost.Report) error {
 			money(m.Cost), money(m.CostPer1K), money(m.CostIdle),
 			money(m.CostAs[manifest.Serverless]), money(m.CostAs[manifest.Dedicated]))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, m := range rep.Models {
+		if t := m.Tiers; t != nil {
+			fmt.Fprintf(w, "%s tiers: floor (reserved) %s instance-s %s; burst (on demand) %s instance-s %s\n", m.Model,
+				bench.Seconds(t.Floor.InstanceSeconds), money(t.Floor.Cost), bench.Seconds(t.Burst.InstanceSeconds), money(t.Burst.Cost))
+		}
+	}
+	return nil
 }
 
 // getJSON reads a control API resource into out.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -131,6 +132,7 @@ func (d *Deployment) poolConfig(m *manifest.Manifest) pool.Config {
 		ContainerConcurrency: m.Scaling.ContainerConcurrency,
 		StartupTimeout:       m.Timeouts.Startup.D(),
 		BusyTimeout:          m.Timeouts.Request.D(),
+		FloorTarget:          floorTarget(m, d.act.kind()),
 		OnDemand: func() {
 			select {
 			case d.poke <- struct{}{}:
@@ -290,6 +292,9 @@ func (d *Deployment) apply(ctx context.Context, now time.Time, effects []reconci
 		switch e := effects[i].(type) {
 		case reconciler.StartInstance:
 			d.c.cfg.Meter.InstanceStarting(d.Name, e.ID, e.Trigger)
+			if e.Manifest.Mode == manifest.Hybrid && !e.Floor {
+				d.c.cfg.Meter.InstanceTier(d.Name, e.ID, true, e.Trigger)
+			}
 			sctx, cancel := context.WithCancel(context.Background())
 			d.cancels[e.ID] = cancel
 			d.act.start(d, e, sctx)
@@ -309,9 +314,16 @@ func (d *Deployment) apply(ctx context.Context, now time.Time, effects []reconci
 				d.c.cfg.Metrics.Phase(d.Name, "ready", st.Ready.Sub(st.Started).Seconds())
 				d.c.cfg.Metrics.Phase(d.Name, "total", st.Ready.Sub(st.Trigger).Seconds())
 			}
+			pi.SetFloor(e.Floor)
 			d.pis[e.ID] = pi
 			d.c.cfg.Meter.InstanceReady(d.Name, e.ID, pi, now)
 			d.Pool.Add(pi)
+		case reconciler.SetTier:
+			if pi := d.pis[e.ID]; pi != nil {
+				pi.SetFloor(e.Floor)
+			}
+			d.c.cfg.Meter.InstanceTier(d.Name, e.ID, !e.Floor, now)
+			d.log.Info("instance moved to the floor tier", "instance", e.ID)
 		case reconciler.Retire:
 			d.cancel(e.ID)
 			pi := d.pis[e.ID]
@@ -426,6 +438,8 @@ type InstanceStatus struct {
 	InFlight  int        `json:"in_flight"`
 	StartedAt *time.Time `json:"started_at,omitempty"`
 	ReadyAt   *time.Time `json:"ready_at,omitempty"`
+	// Tier is a hybrid deployment's tier of the instance: floor or burst.
+	Tier string `json:"tier,omitempty"`
 	// Containment is what holds the instance's processes on the process
 	// backend: "cgroup" or "process-group" (which setsid escapes).
 	Containment string `json:"containment,omitempty"`
@@ -456,6 +470,12 @@ func (d *Deployment) publishStatus() {
 	}
 	for _, in := range v.Instances {
 		is := InstanceStatus{ID: in.ID, State: string(in.Phase), Revision: in.Rev, Addr: in.Addr, Containment: d.started[in.ID].Containment}
+		if d.man.Mode == manifest.Hybrid && d.act.kind() == reconciler.Instances {
+			is.Tier = "burst"
+			if in.Floor {
+				is.Tier = "floor"
+			}
+		}
 		if pi := d.pis[in.ID]; pi != nil {
 			is.InFlight = pi.InFlight()
 		}
@@ -470,4 +490,14 @@ func (d *Deployment) publishStatus() {
 		s.Instances = append(s.Instances, is)
 	}
 	d.status.Store(s)
+}
+
+// floorTarget is the pool's FloorTarget: a hybrid deployment on an instance
+// backend fills its floor instances up to target_concurrency (rounded up)
+// before its burst ones.
+func floorTarget(m *manifest.Manifest, k reconciler.Kind) int64 {
+	if m.Mode != manifest.Hybrid || k != reconciler.Instances {
+		return 0
+	}
+	return int64(math.Ceil(m.Scaling.TargetConcurrency - 1e-9))
 }

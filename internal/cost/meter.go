@@ -112,6 +112,7 @@ const (
 
 type instance struct {
 	state    instanceState
+	burst    bool      // a hybrid deployment's burst tier
 	since    time.Time // accounted up to here
 	busy     BusyReader
 	lastBusy time.Duration // busy time already accounted
@@ -206,6 +207,25 @@ func (m *Meter) InstanceStarting(model, id string, at time.Time) {
 		return
 	}
 	a.instances[id] = &instance{state: stateStarting, since: at}
+}
+
+// InstanceTier records that a hybrid deployment's instance is in its burst
+// tier (burst true) or its floor tier from `at` on; an instance starts in
+// the floor tier unless told otherwise.
+func (m *Meter) InstanceTier(model, id string, burst bool, at time.Time) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a := m.account(model)
+	in := a.instances[id]
+	if in == nil {
+		in = &instance{state: stateStarting, since: at}
+		a.instances[id] = in
+	}
+	m.accrue(a, in, at)
+	in.burst = burst
 }
 
 // InstanceReady records that an instance became ready at `at`; busy tells
@@ -311,7 +331,12 @@ func (m *Meter) accrue(a *account, in *instance, to time.Time) {
 	from := in.since
 	in.since = to
 	if in.state == stateStarting {
-		m.spread(a, from, to, func(u *Usage, secs float64) { u.Starting.add(a.size, secs) })
+		m.spread(a, from, to, func(u *Usage, secs float64) {
+			u.Starting.add(a.size, secs)
+			if in.burst {
+				u.Burst.Starting.add(a.size, secs)
+			}
+		})
 		return
 	}
 	span := to.Sub(from)
@@ -326,6 +351,10 @@ func (m *Meter) accrue(a *account, in *instance, to time.Time) {
 	m.spread(a, from, to, func(u *Usage, secs float64) {
 		u.Busy.add(a.size, secs*f)
 		u.Idle.add(a.size, secs*(1-f))
+		if in.burst {
+			u.Burst.Busy.add(a.size, secs*f)
+			u.Burst.Idle.add(a.size, secs*(1-f))
+		}
 	})
 }
 

@@ -25,6 +25,10 @@ type Prices struct {
 	Serverless ServerlessPrices `yaml:"serverless" json:"serverless"`
 	// Dedicated is billed for every second an instance runs.
 	Dedicated DedicatedPrices `yaml:"dedicated" json:"dedicated"`
+	// Reserved is committed capacity (a savings plan), what a hybrid
+	// deployment's floor tier is billed at; its burst tier pays Dedicated
+	// (on-demand) prices.
+	Reserved DedicatedPrices `yaml:"reserved" json:"reserved"`
 }
 
 // InstanceSize is the default size of one instance.
@@ -70,6 +74,11 @@ func DefaultPrices() *Prices {
 			BillStartup:        true,
 		},
 		Dedicated: DedicatedPrices{
+			VCPUHour: 0.04048,
+			GBHour:   0.004445,
+			GPUHour:  0.526,
+		},
+		Reserved: DedicatedPrices{
 			VCPUHour: 0.04048,
 			GBHour:   0.004445,
 			GPUHour:  0.526,
@@ -125,6 +134,9 @@ func (p *Prices) Validate() error {
 	check("dedicated.vcpu_hour", p.Dedicated.VCPUHour)
 	check("dedicated.gb_hour", p.Dedicated.GBHour)
 	check("dedicated.gpu_hour", p.Dedicated.GPUHour)
+	check("reserved.vcpu_hour", p.Reserved.VCPUHour)
+	check("reserved.gb_hour", p.Reserved.GBHour)
+	check("reserved.gpu_hour", p.Reserved.GPUHour)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrInvalidPrices, errors.Join(errs...))
 	}
@@ -159,10 +171,34 @@ var Modes = []manifest.Mode{manifest.Serverless, manifest.Dedicated}
 // while serving (and starting, when BillStartup is set) and for requests.
 // A mode tandem does not know is priced as serverless.
 func (p *Prices) Cost(mode manifest.Mode, u Usage) float64 {
-	if mode == manifest.Dedicated {
+	switch mode {
+	case manifest.Dedicated:
 		return p.dedicated(u.Total())
+	case manifest.Hybrid:
+		floor, burst := p.Tiers(u)
+		return floor + burst
 	}
 	return p.serverless(u)
+}
+
+// Tiers splits a hybrid deployment's cost: its floor tier pays for every
+// second its instances run, at Reserved prices (capacity one commits to);
+// its burst tier is billed as serverless: its serving time (and starting
+// time, with BillStartup) and its share of the requests, in proportion to
+// its share of the busy time.
+func (p *Prices) Tiers(u Usage) (floor, burst float64) {
+	floor = price(p.Reserved, u.Total().Minus(u.Burst.Total()))
+	billed := u.Burst.Busy
+	if p.Serverless.BillStartup {
+		billed = billed.Plus(u.Burst.Starting)
+	}
+	s := p.Serverless
+	burst = billed.GB*s.GBSecond + billed.GPU*s.GPUSecond
+	if u.Busy.Seconds > 0 {
+		share := min(u.Burst.Busy.Seconds/u.Busy.Seconds, 1)
+		burst += float64(u.Requests) * share * s.PerMillionRequests / 1e6
+	}
+	return floor, burst
 }
 
 // CostIf is what the same traffic would have cost under mode when it ran
@@ -185,14 +221,19 @@ func (p *Prices) CostIf(mode manifest.Mode, u Usage) float64 {
 // IdleCost is the part of Cost(mode, u) spent on instances that were up
 // and serving nothing.
 func (p *Prices) IdleCost(mode manifest.Mode, u Usage) float64 {
-	if mode == manifest.Dedicated {
+	switch mode {
+	case manifest.Dedicated:
 		return p.dedicated(u.Idle)
+	case manifest.Hybrid:
+		// The burst tier's idle time is not billed (as serverless).
+		return price(p.Reserved, u.Idle.Minus(u.Burst.Idle))
 	}
 	return 0
 }
 
-func (p *Prices) dedicated(a Amount) float64 {
-	d := p.Dedicated
+func (p *Prices) dedicated(a Amount) float64 { return price(p.Dedicated, a) }
+
+func price(d DedicatedPrices, a Amount) float64 {
 	return (a.CPU*d.VCPUHour + a.GB*d.GBHour + a.GPU*d.GPUHour) / 3600
 }
 

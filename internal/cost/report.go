@@ -36,6 +36,21 @@ type ModelReport struct {
 	// CostAs is what the same traffic cost, or would have cost, under each
 	// mode (see Prices.CostIf); CostAs[Mode] is Cost when it ran under one.
 	CostAs map[manifest.Mode]float64 `json:"cost_as"`
+	// Tiers splits a hybrid deployment's usage and cost into its floor
+	// (reserved) and burst (on-demand) tiers; nil for other modes.
+	Tiers *Tiers `json:"tiers,omitempty"`
+}
+
+// Tiers is a hybrid deployment's floor and burst tiers.
+type Tiers struct {
+	Floor TierCost `json:"floor"`
+	Burst TierCost `json:"burst"`
+}
+
+// TierCost is one tier's instance time and cost.
+type TierCost struct {
+	InstanceSeconds float64 `json:"instance_seconds"`
+	Cost            float64 `json:"cost"`
 }
 
 // Report flushes up to now and returns usage and cost of every deployment
@@ -66,6 +81,16 @@ func (m *Meter) Report(model string, since, now time.Time) (*Report, error) {
 		mr.Usage = mr.Usage.Plus(u)
 		mr.Cost += p.Cost(u.Mode, u)
 		mr.CostIdle += p.IdleCost(u.Mode, u)
+		if u.Mode == manifest.Hybrid {
+			if mr.Tiers == nil {
+				mr.Tiers = &Tiers{}
+			}
+			floor, burst := p.Tiers(u)
+			mr.Tiers.Floor.InstanceSeconds += u.Total().Seconds - u.Burst.Total().Seconds
+			mr.Tiers.Floor.Cost += floor
+			mr.Tiers.Burst.InstanceSeconds += u.Burst.Total().Seconds
+			mr.Tiers.Burst.Cost += burst
+		}
 		for _, mode := range Modes {
 			if mode == u.Mode {
 				mr.CostAs[mode] += p.Cost(mode, u)

@@ -49,6 +49,10 @@ type Usage struct {
 	Busy Amount `json:"busy"`
 	// Idle is ready (or draining) instance time with nothing in flight.
 	Idle Amount `json:"idle"`
+	// Burst is the part of the instance time spent by a hybrid
+	// deployment's burst tier; the rest is its floor tier. Zero for the
+	// other modes.
+	Burst Tier `json:"burst"`
 	// Floor is the instance time a dedicated deployment of the same size
 	// keeps warm at least: max(1, scaling.min) instances for as long as the
 	// deployment existed.
@@ -75,6 +79,7 @@ func (u Usage) Plus(v Usage) Usage {
 	u.Busy = u.Busy.Plus(v.Busy)
 	u.Idle = u.Idle.Plus(v.Idle)
 	u.Floor = u.Floor.Plus(v.Floor)
+	u.Burst = Tier{u.Burst.Starting.Plus(v.Burst.Starting), u.Burst.Busy.Plus(v.Burst.Busy), u.Burst.Idle.Plus(v.Burst.Idle)}
 	u.Requests += v.Requests
 	u.RequestSeconds += v.RequestSeconds
 	u.ColdStarts += v.ColdStarts
@@ -89,9 +94,20 @@ func (u Usage) Minus(v Usage) Usage {
 	u.Busy = u.Busy.Minus(v.Busy)
 	u.Idle = u.Idle.Minus(v.Idle)
 	u.Floor = u.Floor.Minus(v.Floor)
+	u.Burst = Tier{u.Burst.Starting.Minus(v.Burst.Starting), u.Burst.Busy.Minus(v.Burst.Busy), u.Burst.Idle.Minus(v.Burst.Idle)}
 	u.Requests -= v.Requests
 	u.RequestSeconds -= v.RequestSeconds
 	u.ColdStarts -= v.ColdStarts
 	u.CacheHits -= v.CacheHits
 	return u
 }
+
+// Tier is one tier's instance time by state.
+type Tier struct {
+	Starting Amount `json:"starting"`
+	Busy     Amount `json:"busy"`
+	Idle     Amount `json:"idle"`
+}
+
+// Total is the tier's instance time.
+func (t Tier) Total() Amount { return t.Starting.Plus(t.Busy).Plus(t.Idle) }

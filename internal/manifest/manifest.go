@@ -21,6 +21,11 @@ const (
 	Serverless Mode = "serverless"
 	// Dedicated deployments keep at least scaling.min (>= 1) instances warm.
 	Dedicated Mode = "dedicated"
+	// Hybrid deployments keep a floor of scaling.min (>= 1) instances warm,
+	// billed as reserved capacity, and start burst instances up to
+	// scaling.max on demand, billed as on-demand, that stop after
+	// scaling.idle_timeout without overflow traffic.
+	Hybrid Mode = "hybrid"
 )
 
 // Backend names.

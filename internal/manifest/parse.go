@@ -304,7 +304,7 @@ func (m *Manifest) SetDefaults() {
 	s := &m.Scaling
 	if s.Min == nil {
 		v := DefaultServerlessMinimum
-		if m.Mode == Dedicated {
+		if m.Mode == Dedicated || m.Mode == Hybrid {
 			v = DefaultDedicatedMin
 		}
 		s.Min = &v
@@ -371,9 +371,9 @@ func (m *Manifest) Validate() error {
 		bad("name", "%q must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit", m.Name)
 	}
 	switch m.Mode {
-	case Serverless, Dedicated:
+	case Serverless, Dedicated, Hybrid:
 	default:
-		bad("mode", "%q is not a mode (serverless | dedicated)", m.Mode)
+		bad("mode", "%q is not a mode (serverless | dedicated | hybrid)", m.Mode)
 	}
 	switch m.Backend {
 	case "", BackendProcess, BackendDocker, BackendKubernetes:
@@ -428,6 +428,9 @@ func (m *Manifest) Validate() error {
 	}
 	if m.Mode == Dedicated && lo < 1 {
 		bad("scaling.min", "dedicated deployments keep at least one instance: min must be >= 1 (use mode: serverless to scale to zero)")
+	}
+	if m.Mode == Hybrid && lo < 1 {
+		bad("scaling.min", "hybrid deployments keep a floor of scaling.min warm instances: min must be >= 1 (a floor of 0 is mode: serverless)")
 	}
 	if s.Max < 1 {
 		bad("scaling.max", "must be at least 1")

@@ -403,7 +403,7 @@ func TestSchema_Enums(t *testing.T) {
 		schema map[string]any
 		want   []string
 	}{
-		{"mode", props["mode"].(map[string]any), []string{string(Serverless), string(Dedicated)}},
+		{"mode", props["mode"].(map[string]any), []string{string(Serverless), string(Dedicated), string(Hybrid)}},
 		{"backend", props["backend"].(map[string]any), []string{"", BackendProcess, BackendDocker, BackendKubernetes}},
 		{"runtime.network", runtime["network"].(map[string]any), []string{"", "host"}},
 	}

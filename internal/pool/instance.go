@@ -23,6 +23,7 @@ type Instance struct {
 	inflight atomic.Int64
 	limit    atomic.Int64
 	draining atomic.Bool
+	floor    atomic.Bool // a hybrid deployment's floor tier (Config.FloorTarget)
 
 	// The busy clock (cost.BusyReader), touched only when in-flight moves
 	// between 0 and 1, never per request otherwise.
@@ -34,6 +35,13 @@ type Instance struct {
 	exited   chan struct{}
 	exit     atomic.Pointer[backend.Exit]
 }
+
+// SetFloor puts the instance in (or out of) a hybrid deployment's floor
+// tier, which the balancer fills first.
+func (in *Instance) SetFloor(floor bool) { in.floor.Store(floor) }
+
+// Floor reports whether the instance is in the floor tier.
+func (in *Instance) Floor() bool { return in.floor.Load() }
 
 // NewInstance returns an instance with its connection pool ready.
 func NewInstance(id, addr string) *Instance {

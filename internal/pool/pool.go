@@ -51,6 +51,10 @@ type Config struct {
 	// OnDemand is called, without blocking, when a request starts waiting:
 	// the controller scales up at once instead of at its next tick.
 	OnDemand func()
+	// FloorTarget, when > 0, makes the balancer fill a hybrid deployment's
+	// floor instances first, each up to this many requests in flight,
+	// and send only the overflow to burst instances.
+	FloorTarget int64
 }
 
 // Pool is safe for concurrent use.
@@ -149,11 +153,47 @@ func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 // pick chooses the ready instance with the fewest outstanding requests and
 // room under the limit, and takes a slot on it. Nil when none has room.
 func (p *Pool) pick() *Instance {
+	if ft := p.cfg.Load().FloorTarget; ft > 0 {
+		if in := p.pickFloor(ft); in != nil {
+			return in
+		}
+	}
 	for attempt := 0; attempt < 4; attempt++ {
 		var best *Instance
 		var bestN int64
 		for _, in := range *p.snapshot() {
 			n := in.inflight.Load()
+			if lim := in.limit.Load(); lim > 0 && n >= lim {
+				continue
+			}
+			if best == nil || n < bestN {
+				best, bestN = in, n
+			}
+		}
+		if best == nil {
+			return nil
+		}
+		if best.tryAcquire() {
+			return best
+		}
+	}
+	return nil
+}
+
+// pickFloor takes a slot on the least busy floor instance with fewer than
+// target requests in flight; nil when every floor instance is at target.
+func (p *Pool) pickFloor(target int64) *Instance {
+	for attempt := 0; attempt < 4; attempt++ {
+		var best *Instance
+		var bestN int64
+		for _, in := range *p.snapshot() {
+			if !in.floor.Load() {
+				continue
+			}
+			n := in.inflight.Load()
+			if n >= target {
+				continue
+			}
 			if lim := in.limit.Load(); lim > 0 && n >= lim {
 				continue
 			}

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -109,8 +110,13 @@ type Input struct {
 // ModeResult is one mode's simulated outcome.
 type ModeResult struct {
 	Result
-	MeetsSLO bool     `json:"meets_slo"`
-	Misses   []string `json:"misses,omitempty"`
+	// Floor is the scaling.min this result ran with (hybrid and
+	// dedicated): the search keeps the cheapest that meets the objective.
+	Floor int `json:"floor,omitempty"`
+	// Candidates are every floor the search tried.
+	Candidates []Candidate `json:"candidates,omitempty"`
+	MeetsSLO   bool        `json:"meets_slo"`
+	Misses     []string    `json:"misses,omitempty"`
 }
 
 // BreakEven is the steady (Poisson) request rate at which serverless and
@@ -157,7 +163,7 @@ func Recommend(in Input) (*Recommendation, error) {
 	}
 	modes := in.Modes
 	if len(modes) == 0 {
-		modes = cost.Modes
+		modes = DefaultModes
 	}
 	rec := &Recommendation{
 		Requests: in.Trace.Len(), Duration: max(in.End, in.Trace.Duration()), Timings: in.Timings,
@@ -170,6 +176,10 @@ func Recommend(in Input) (*Recommendation, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if mode == manifest.Hybrid || (mode == manifest.Dedicated && slices.Contains(modes, manifest.Hybrid)) {
+				results[i], errs[i] = searchFloor(in, mode)
+				return
+			}
 			r, err := Simulate(in.Trace, in.Timings, Config{
 				Manifest: ForMode(in.Manifest, mode), Prices: in.Prices, Tick: in.Tick, End: in.End, Seed: in.Seed,
 			})
@@ -235,6 +245,12 @@ func reason(rec *Recommendation, byCost []ModeResult) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s costs %s", best.Mode, money(best.Cost))
+	switch best.Mode {
+	case manifest.Hybrid:
+		fmt.Fprintf(&b, " with a floor of %d", best.Floor)
+	case manifest.Dedicated:
+		fmt.Fprintf(&b, " with min %d", best.Floor)
+	}
 	if rec.SLO != "" {
 		fmt.Fprintf(&b, " and meets %s (p99 %s)", rec.SLO, ms(best.Latency.P99))
 	}
@@ -379,4 +395,76 @@ func breakEven(in Input) (*BreakEven, error) {
 	}
 	be.Rate = math.Exp((a + b) / 2)
 	return be, nil
+}
+
+// DefaultModes are the modes Recommend compares when Input.Modes is empty.
+var DefaultModes = []manifest.Mode{manifest.Serverless, manifest.Dedicated, manifest.Hybrid}
+
+// Candidate is one hybrid floor the search tried.
+type Candidate struct {
+	Floor    int      `json:"floor"`
+	Cost     float64  `json:"cost_total"`
+	P99      float64  `json:"p99_ms"`
+	MeetsSLO bool     `json:"meets_slo"`
+	Misses   []string `json:"misses,omitempty"`
+}
+
+// searchFloor replays the trace as a hybrid (or dedicated) deployment
+// with every floor (scaling.min) from the manifest's (at least 1) to
+// scaling.max, and keeps the cheapest that meets the objective, else the
+// cheapest. Dedicated is searched too when hybrid is compared, so that a
+// hybrid whose burst tier is never used (dedicated with a higher min)
+// does not pass for a hybrid win; without hybrid, dedicated runs with the
+// manifest's min, as `bench` runs it.
+func searchFloor(in Input, mode manifest.Mode) (ModeResult, error) {
+	hi := max(in.Manifest.Scaling.Max, 1)
+	lo := max(in.Manifest.Scaling.MinInstances(), 1)
+	if mode == manifest.Hybrid {
+		lo = 1
+	}
+	lo = min(lo, hi)
+	results := make([]ModeResult, hi-lo+1)
+	errs := make([]error, len(results))
+	var wg sync.WaitGroup
+	for f := lo; f <= hi; f++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := ForMode(in.Manifest, mode)
+			floor := f
+			m.Scaling.Min = &floor
+			r, err := Simulate(in.Trace, in.Timings, Config{Manifest: m, Prices: in.Prices, Tick: in.Tick, End: in.End, Seed: in.Seed})
+			if err != nil {
+				errs[f-lo] = err
+				return
+			}
+			mr := ModeResult{Result: *r, Floor: f}
+			mr.Misses = in.SLO.Check(r.Latency)
+			if r.Errors > 0 {
+				mr.Misses = append(mr.Misses, fmt.Sprintf("%d errors", r.Errors))
+			}
+			mr.MeetsSLO = len(mr.Misses) == 0
+			results[f-lo] = mr
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return ModeResult{}, err
+	}
+	best := -1
+	for i, r := range results {
+		switch {
+		case best < 0:
+			best = i
+		case r.MeetsSLO && !results[best].MeetsSLO:
+			best = i
+		case r.MeetsSLO == results[best].MeetsSLO && r.Cost < results[best].Cost:
+			best = i
+		}
+	}
+	out := results[best]
+	for _, r := range results {
+		out.Candidates = append(out.Candidates, Candidate{Floor: r.Floor, Cost: r.Cost, P99: r.Latency.P99, MeetsSLO: r.MeetsSLO, Misses: r.Misses})
+	}
+	return out, nil
 }

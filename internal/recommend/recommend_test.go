@@ -84,7 +84,7 @@ func TestRecommend(t *testing.T) {
 			if rec.Best != tt.wantBest || rec.Cheapest != tt.wantCheapest {
 				t.Fatalf("best %q cheapest %q, want %q %q; %s", rec.Best, rec.Cheapest, tt.wantBest, tt.wantCheapest, rec.Reason)
 			}
-			if len(rec.Modes) != 2 || rec.Modes[0].Mode != manifest.Serverless || rec.Modes[1].Mode != manifest.Dedicated {
+			if len(rec.Modes) != 3 || rec.Modes[0].Mode != manifest.Serverless || rec.Modes[1].Mode != manifest.Dedicated || rec.Modes[2].Mode != manifest.Hybrid {
 				t.Fatalf("modes %+v", rec.Modes)
 			}
 			if !strings.Contains(rec.Reason, string(tt.wantCheapest)) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"time"
 
@@ -98,7 +99,7 @@ func ForMode(m *manifest.Manifest, mode manifest.Mode) *manifest.Manifest {
 	c := *m
 	c.Mode = mode
 	lo := m.Scaling.MinInstances()
-	if mode == manifest.Dedicated {
+	if mode == manifest.Dedicated || mode == manifest.Hybrid {
 		lo = max(lo, 1)
 	} else {
 		lo = 0
@@ -138,6 +139,7 @@ type simInstance struct {
 	// started: the core has seen it start (Started); canceled: retired
 	// before that, so its start ends as a cancelled one.
 	started, canceled bool
+	floor             bool // a hybrid's floor tier, filled first (pool.Config.FloorTarget)
 }
 
 // BusyTime implements cost.BusyReader with the simulation's clock.
@@ -345,6 +347,22 @@ func (s *sim) arrive(r trace.Request) {
 // container_concurrency limit.
 func (s *sim) pick() *simInstance {
 	limit := s.man.Scaling.ContainerConcurrency
+	if s.man.Mode == manifest.Hybrid {
+		// The pool fills floor instances up to the target first.
+		target := int(math.Ceil(s.man.Scaling.TargetConcurrency - 1e-9))
+		var best *simInstance
+		for _, in := range s.ready {
+			if !in.floor || in.inflight >= target || (limit > 0 && in.inflight >= limit) {
+				continue
+			}
+			if best == nil || in.inflight < best.inflight {
+				best = in
+			}
+		}
+		if best != nil {
+			return best
+		}
+	}
 	var best *simInstance
 	for _, in := range s.ready {
 		if limit > 0 && in.inflight >= limit {
@@ -524,6 +542,10 @@ func (s *sim) apply(effects []reconciler.Effect) {
 			s.res.Starts++
 			s.res.Peak = max(s.res.Peak, len(s.instances))
 			s.meter.InstanceStarting(s.man.Name, in.id, e.Trigger)
+			in.floor = e.Floor
+			if s.man.Mode == manifest.Hybrid && !e.Floor {
+				s.meter.InstanceTier(s.man.Name, in.id, true, e.Trigger)
+			}
 			s.push(event{at: s.now + s.tm.ColdStart, kind: evReady, inst: in})
 		case reconciler.WatchInstance:
 			// The cold start measured runs to ready: ready at once.
@@ -543,6 +565,11 @@ func (s *sim) apply(effects []reconciler.Effect) {
 				continue
 			}
 			s.retire(in)
+		case reconciler.SetTier:
+			if in := s.byID[e.ID]; in != nil {
+				in.floor = e.Floor
+				s.meter.InstanceTier(s.man.Name, in.id, !e.Floor, s.at(s.now))
+			}
 		case reconciler.Kill:
 			s.push(event{at: s.now, kind: evExit, inst: s.byID[e.ID]})
 		case reconciler.Gone:

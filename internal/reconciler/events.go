@@ -106,6 +106,15 @@ type StartInstance struct {
 	ID, Rev  string
 	Manifest *manifest.Manifest
 	Trigger  time.Time
+	// Floor: a hybrid deployment's floor tier (else burst, or not hybrid).
+	Floor bool
+}
+
+// SetTier moves an instance to a hybrid deployment's floor tier (a burst
+// instance taking the place of a floor instance that is gone).
+type SetTier struct {
+	ID    string
+	Floor bool
 }
 
 // WatchInstance follows a started instance: its exit, and its readiness
@@ -122,6 +131,9 @@ type WatchInstance struct {
 type AddToPool struct {
 	ID, Addr string
 	Startup  *Startup
+	// Floor: a hybrid deployment's floor instance, which the balancer
+	// fills (up to target_concurrency) before burst ones.
+	Floor bool
 }
 
 // Startup is when an instance's cold start passed each point: the
@@ -188,6 +200,7 @@ type Failure struct {
 func (StartInstance) effect() {}
 func (WatchInstance) effect() {}
 func (AddToPool) effect()     {}
+func (SetTier) effect()       {}
 func (Retire) effect()        {}
 func (Kill) effect()          {}
 func (Gone) effect()          {}

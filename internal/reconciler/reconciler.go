@@ -53,6 +53,9 @@ type Instance struct {
 	Started       time.Time // when Start returned (or adoption)
 	ReadyAt       time.Time
 	Adopted       bool
+	// Floor marks a hybrid deployment's floor tier (reserved capacity);
+	// false for its burst tier and for every other mode's instances.
+	Floor bool
 }
 
 // Config sets a Core up.
@@ -117,6 +120,7 @@ func New(cfg Config, m *manifest.Manifest, adopted []backend.Instance, now time.
 			c.insts[bi.ID] = in
 			c.emit(WatchInstance{ID: bi.ID, Addr: bi.Addr})
 		}
+		c.retier() // a hybrid's floor, from what an earlier tandem left
 		// A new deployment is not idle since forever: its pool counts it
 		// active from creation.
 		c.evaluate(now, Tick{LastActive: now})
@@ -288,8 +292,58 @@ func (c *Core) reconcileReplicas() {
 
 func (c *Core) startInstance(now time.Time) {
 	in := &Instance{ID: c.cfg.NewID(), Rev: c.rev, Phase: PhaseStarting, Trigger: now}
+	in.Floor = c.hybrid() && c.floorCount() < c.params.Min
 	c.insts[in.ID] = in
-	c.emit(StartInstance{ID: in.ID, Rev: c.rev, Manifest: c.man, Trigger: now})
+	c.emit(StartInstance{ID: in.ID, Rev: c.rev, Manifest: c.man, Trigger: now, Floor: in.Floor})
+}
+
+func (c *Core) hybrid() bool { return c.man.Mode == manifest.Hybrid && c.cfg.Kind == Instances }
+
+// floorCount is the current revision's floor instances that are starting
+// or ready.
+func (c *Core) floorCount() int {
+	n := 0
+	for _, in := range c.insts {
+		if in.Floor && in.Rev == c.rev && (in.Phase == PhaseStarting || in.Phase == PhaseReady) {
+			n++
+		}
+	}
+	return n
+}
+
+// retier keeps a hybrid deployment's floor whole: when a floor instance is
+// gone or retired, the longest-ready burst instance of the current
+// revision takes its place at once (its replacement then starts as burst),
+// so the floor stays warm through a crash.
+func (c *Core) retier() {
+	if !c.hybrid() {
+		return
+	}
+	for c.floorCount() < c.params.Min {
+		var best *Instance
+		for _, in := range c.sorted() {
+			if in.Floor || in.Rev != c.rev || (in.Phase != PhaseReady && in.Phase != PhaseStarting) {
+				continue
+			}
+			if best == nil || better(in, best) {
+				best = in
+			}
+		}
+		if best == nil {
+			return
+		}
+		best.Floor = true
+		c.emit(SetTier{ID: best.ID, Floor: true})
+	}
+}
+
+// better orders promotion candidates: ready before starting, then the
+// longest ready.
+func better(a, b *Instance) bool {
+	if (a.Phase == PhaseReady) != (b.Phase == PhaseReady) {
+		return a.Phase == PhaseReady
+	}
+	return a.ReadyAt.Before(b.ReadyAt)
 }
 
 // sorted returns the instances by id, so that effects come out in the
@@ -310,9 +364,13 @@ func (c *Core) scaleDown(n int) {
 			cands = append(cands, in)
 		}
 	}
-	// Starting instances first (they serve nothing), then the least busy.
+	// A hybrid's burst tier first, then starting instances (they serve
+	// nothing), then the least busy.
 	sort.SliceStable(cands, func(i, j int) bool {
 		a, b := cands[i], cands[j]
+		if a.Floor != b.Floor {
+			return !a.Floor
+		}
 		if (a.Phase == PhaseStarting) != (b.Phase == PhaseStarting) {
 			return a.Phase == PhaseStarting
 		}
@@ -373,7 +431,7 @@ func (c *Core) ready(now time.Time, ev Ready) {
 	in.Phase = PhaseReady
 	in.ReadyAt = now
 	c.failures = 0
-	add := AddToPool{ID: in.ID, Addr: in.Addr}
+	add := AddToPool{ID: in.ID, Addr: in.Addr, Floor: in.Floor}
 	if !in.Adopted {
 		add.Startup = &Startup{Trigger: in.Trigger, Launched: in.Launched, Started: in.Started, Ready: now}
 	}
@@ -411,6 +469,7 @@ func (c *Core) exited(now time.Time, ev Exited) {
 func (c *Core) gone(in *Instance, exit backend.Exit) {
 	delete(c.insts, in.ID)
 	c.emit(Gone{ID: in.ID, Exit: exit})
+	c.retier()
 }
 
 // failed records an instance failure, backs off the next start, and when
@@ -504,7 +563,7 @@ func (c *Core) Desired() int { return c.desired }
 // now: no panic, nothing starting or leaving, and the ready instances
 // match the decision. A simulation skips ticks while it holds.
 func (c *Core) Settled() bool {
-	if c.decision.Panic {
+	if c.decision.Panic || c.decision.Reason == autoscaler.ReasonBurst {
 		return false
 	}
 	ready := 0
