@@ -40,17 +40,36 @@ type actuator interface {
 	leader() bool
 	// remove deletes what the platform keeps for a deleted deployment.
 	remove(ctx context.Context, name string) error
+	// forget drops what the actuator kept of an instance that is gone.
+	forget(id string)
 }
 
-func newActuator(be backend.Backend, rb backend.ReplicaBackend) actuator {
+func newActuator(be backend.Backend, rb backend.ReplicaBackend, backends map[string]backend.Backend) actuator {
 	if rb != nil {
 		return replicaActuator{rb}
 	}
-	return instanceActuator{be}
+	return instanceActuator{be: be, backends: backends, on: map[string]backend.Backend{}}
 }
 
-// instanceActuator drives a backend.Backend, one instance at a time.
-type instanceActuator struct{ be backend.Backend }
+// instanceActuator drives a backend.Backend, one instance at a time. A
+// hybrid deployment's burst instances may run on another backend
+// (manifest.Burst): on remembers which, for the instances not on be. Its
+// methods run on the deployment's loop.
+type instanceActuator struct {
+	be       backend.Backend
+	backends map[string]backend.Backend // the server's, by name
+	on       map[string]backend.Backend
+}
+
+// of is the backend instance id runs on.
+func (a instanceActuator) of(id string) backend.Backend {
+	if be := a.on[id]; be != nil {
+		return be
+	}
+	return a.be
+}
+
+func (a instanceActuator) forget(id string) { delete(a.on, id) }
 
 func (a instanceActuator) kind() reconciler.Kind { return reconciler.Instances }
 func (a instanceActuator) name() string          { return a.be.Name() }
@@ -58,19 +77,29 @@ func (a instanceActuator) backend() any          { return a.be }
 func (a instanceActuator) leader() bool          { return true }
 
 func (a instanceActuator) start(d *Deployment, e reconciler.StartInstance, ctx context.Context) {
-	spec := backend.Spec{ID: e.ID, Deployment: d.Name, Revision: e.Rev, Manifest: e.Manifest}
-	if err := d.c.prepare(a.name(), &spec); err != nil {
+	be, m := a.be, e.Manifest
+	if m.Mode == manifest.Hybrid && !e.Floor && m.Burst != nil {
+		if be = a.backends[m.Burst.Backend]; be == nil {
+			go d.send(evStarted{id: e.ID, err: fmt.Errorf("burst.backend %q is not enabled on this server", m.Burst.Backend)})
+			return
+		}
+		m = m.BurstManifest()
+		a.on[e.ID] = be
+	}
+	spec := backend.Spec{ID: e.ID, Deployment: d.Name, Revision: e.Rev, Manifest: m}
+	if err := d.c.prepare(be.Name(), &spec); err != nil {
 		go d.send(evStarted{id: e.ID, err: err})
 		return
 	}
 	go func() {
-		bi, err := a.be.Start(ctx, spec)
+		bi, err := be.Start(ctx, spec)
 		d.send(evStarted{id: e.ID, bi: bi, err: err})
 	}()
 }
 
 func (a instanceActuator) watch(d *Deployment, id, addr string) context.CancelFunc {
-	exitCh, err := a.be.Wait(id)
+	be := a.of(id)
+	exitCh, err := be.Wait(id)
 	if err != nil {
 		go d.send(evExited{id: id, exit: backend.Exit{Code: -1, Err: err, At: time.Now()}})
 		return func() {}
@@ -84,7 +113,11 @@ func (a instanceActuator) watch(d *Deployment, id, addr string) context.CancelFu
 		cancel()
 		d.send(evExited{id: id, exit: e})
 	}()
-	health := d.c.healthPath(a.name(), d.man)
+	m := d.man
+	if be != a.be {
+		m = m.BurstManifest()
+	}
+	health := d.c.healthPath(be.Name(), m)
 	go func() {
 		err := probe(ctx, addr, health)
 		d.send(evReady{id: id, err: err})
@@ -93,6 +126,7 @@ func (a instanceActuator) watch(d *Deployment, id, addr string) context.CancelFu
 }
 
 func (a instanceActuator) retire(d *Deployment, id string, pi *pool.Instance) {
+	be := a.of(id)
 	grace := d.man.Timeouts.Grace.D()
 	drainFor := d.man.Timeouts.Request.D()
 	go func() {
@@ -103,14 +137,14 @@ func (a instanceActuator) retire(d *Deployment, id string, pi *pool.Instance) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), grace+10*time.Second)
 		defer cancel()
-		if err := a.be.Stop(ctx, id, grace); err != nil {
+		if err := be.Stop(ctx, id, grace); err != nil {
 			d.log.Warn("stop instance", "instance", id, "err", err)
 		}
 	}()
 }
 
 func (a instanceActuator) kill(d *Deployment, id string) {
-	go a.be.Stop(context.Background(), id, 0)
+	go a.of(id).Stop(context.Background(), id, 0)
 }
 
 func (a instanceActuator) endpoints(context.Context, *Deployment) (<-chan []backend.Instance, error) {
@@ -149,6 +183,7 @@ func (replicaActuator) start(d *Deployment, e reconciler.StartInstance, _ contex
 func (replicaActuator) watch(*Deployment, string, string) context.CancelFunc { return func() {} }
 func (replicaActuator) retire(*Deployment, string, *pool.Instance)           {}
 func (replicaActuator) kill(*Deployment, string)                             {}
+func (replicaActuator) forget(string)                                        {}
 
 func (a replicaActuator) endpoints(ctx context.Context, d *Deployment) (<-chan []backend.Instance, error) {
 	return a.rb.Watch(ctx, d.Name)

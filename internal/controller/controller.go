@@ -254,6 +254,15 @@ func (c *Controller) Apply(ctx context.Context, m *manifest.Manifest) (Result, e
 	if err := checkFields(m, be, rb); err != nil {
 		return "", err
 	}
+	if b := m.Burst; b != nil {
+		bbe, ok := c.cfg.Backends[b.Backend]
+		if !ok {
+			return "", fmt.Errorf("model %q: burst.backend %q is not enabled on this server (enabled: %v): %w", m.Name, b.Backend, c.backendNames(), ErrBackendUnavailable)
+		}
+		if err := checkFields(m.BurstManifest(), bbe, nil); err != nil {
+			return "", err
+		}
+	}
 	beName := backendName(be, rb)
 	var meta json.RawMessage
 	if meta, err = c.describe(m); err != nil {

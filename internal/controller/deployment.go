@@ -96,7 +96,7 @@ func (c *Controller) newDeployment(r *store.Record, be backend.Backend, rb backe
 		Usage:   c.cfg.Meter.Requests(r.Manifest.Name),
 		c:       c,
 		Cache:   cache.New(),
-		act:     newActuator(be, rb),
+		act:     newActuator(be, rb, c.cfg.Backends),
 		log:     c.log.With("model", r.Manifest.Name),
 		poke:    make(chan struct{}, 1),
 		events:  make(chan any, 64),
@@ -343,6 +343,7 @@ func (d *Deployment) apply(ctx context.Context, now time.Time, effects []reconci
 			}
 			delete(d.pis, e.ID)
 			delete(d.started, e.ID)
+			d.act.forget(e.ID)
 			d.c.cfg.Meter.InstanceGone(d.Name, e.ID, now)
 		case reconciler.FailWaiters:
 			d.Pool.Fail(problem.New(http.StatusBadGateway, e.Code, fmt.Sprintf("model %q: %v", d.Name, e.Err)))
@@ -440,6 +441,9 @@ type InstanceStatus struct {
 	ReadyAt   *time.Time `json:"ready_at,omitempty"`
 	// Tier is a hybrid deployment's tier of the instance: floor or burst.
 	Tier string `json:"tier,omitempty"`
+	// Backend is set for an instance on another backend than the
+	// deployment's (a hybrid's burst tier, manifest.Burst).
+	Backend string `json:"backend,omitempty"`
 	// Containment is what holds the instance's processes on the process
 	// backend: "cgroup" or "process-group" (which setsid escapes).
 	Containment string `json:"containment,omitempty"`
@@ -474,6 +478,11 @@ func (d *Deployment) publishStatus() {
 			is.Tier = "burst"
 			if in.Floor {
 				is.Tier = "floor"
+			}
+		}
+		if ia, ok := d.act.(instanceActuator); ok {
+			if be := ia.on[in.ID]; be != nil {
+				is.Backend = be.Name()
 			}
 		}
 		if pi := d.pis[in.ID]; pi != nil {

@@ -123,3 +123,61 @@ func TestHybrid_FloorAndBurst(t *testing.T) {
 		t.Errorf("no tiers in %s", out)
 	}
 }
+
+// The burst tier on Docker while the floor runs as a process: the burst
+// instances are containers, the floor is not; after the burst only the
+// floor is left, and no container stays behind.
+func TestHybrid_BurstOnDocker(t *testing.T) {
+	needDocker(t, "tandem-fakemodel:test")
+	s := startServer(t, "")
+	m := fakeManifest(t, "hyd", "hybrid", nil,
+		"min: 1\nmax: 3\ntarget_concurrency: 1\ncontainer_concurrency: 1\nidle_timeout: 2s\nstable_window: 3s\npanic_window: 1s\nmax_queue: 100",
+		"startup: 60s\nrequest: 30s\ngrace: 3s")
+	m += "burst:\n  backend: docker\n  image: tandem-fakemodel:test\n  network: host\n"
+	s.deploy("", m)
+	s.waitFor("the floor", 20*time.Second, func(st *controller.Status) bool { return st.Ready == 1 }, "hyd")
+	if n := len(managedContainers(t, "hyd")); n != 0 {
+		t.Fatalf("%d containers at rest, want 0 (the floor is a process)", n)
+	}
+	var wg sync.WaitGroup
+	replies := make([]reply, 3)
+	for i := range replies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			replies[i] = s.call("GET", "/models/hyd/sleep?d=2s", "")
+		}()
+	}
+	st := s.waitFor("3 ready", 60*time.Second, func(st *controller.Status) bool { return st.Ready == 3 }, "hyd")
+	wg.Wait()
+	for i, r := range replies {
+		if r.code != 200 {
+			t.Errorf("request %d: %v", i, r)
+		}
+	}
+	for _, in := range st.Instances {
+		switch in.Tier {
+		case "floor":
+			if in.Backend != "" {
+				t.Errorf("floor instance %s on %s, want the deployment's process backend", in.ID, in.Backend)
+			}
+		case "burst":
+			if in.Backend != "docker" {
+				t.Errorf("burst instance %s on %q, want docker", in.ID, in.Backend)
+			}
+		}
+	}
+	if n := len(managedContainers(t, "hyd")); n != 2 {
+		t.Fatalf("%d containers in the burst, want 2 (the burst tier)", n)
+	}
+	s.waitFor("back to the floor", 60*time.Second, func(st *controller.Status) bool {
+		return len(st.Instances) == 1 && st.Ready == 1 && st.Instances[0].Tier == "floor"
+	}, "hyd")
+	deadline := time.Now().Add(30 * time.Second)
+	for len(managedContainers(t, "hyd")) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("burst containers still running after the burst: %v", managedContainers(t, "hyd"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

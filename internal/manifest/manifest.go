@@ -50,6 +50,44 @@ type Manifest struct {
 	OpenAI *OpenAI `yaml:"openai,omitempty" json:"openai,omitempty"`
 	// Cache, when set, turns on the gateway's response cache (cache.go).
 	Cache *Cache `yaml:"cache,omitempty" json:"cache,omitempty"`
+	// Burst runs a hybrid deployment's burst tier on another backend.
+	Burst *Burst `yaml:"burst,omitempty" json:"burst,omitempty"`
+}
+
+// Burst is where a hybrid deployment's burst instances run when not on
+// the deployment's own backend (processes spilling over to Docker, say).
+type Burst struct {
+	Backend string `yaml:"backend" json:"backend"`
+	// Image is the burst tier's container image (default runtime.image);
+	// runtime.command and workdir, which describe the floor's program, do
+	// not apply to it.
+	Image string `yaml:"image,omitempty" json:"image,omitempty"`
+	// Network is the burst containers' network mode: "" or "host".
+	Network string `yaml:"network,omitempty" json:"network,omitempty"`
+}
+
+// BurstManifest returns the manifest a hybrid deployment's burst instances
+// run with: m itself, or, with a burst block, m on the burst backend with
+// the burst image. m must have its defaults set.
+func (m *Manifest) BurstManifest() *Manifest {
+	if m.Burst == nil {
+		return m
+	}
+	c := *m
+	c.Backend = m.Burst.Backend
+	c.Burst = nil
+	if m.Burst.Image != "" || m.Burst.Backend == BackendDocker {
+		c.Runtime.Command, c.Runtime.Workdir = nil, ""
+	}
+	if m.Burst.Image != "" {
+		c.Runtime.Image = m.Burst.Image
+	}
+	if m.Burst.Backend == BackendProcess {
+		c.Runtime.Image, c.Runtime.Network = "", ""
+	} else {
+		c.Runtime.Network = m.Burst.Network
+	}
+	return &c
 }
 
 // Runtime says what program serves the model and how to reach it.

@@ -429,6 +429,25 @@ func (m *Manifest) Validate() error {
 	if m.Mode == Dedicated && lo < 1 {
 		bad("scaling.min", "dedicated deployments keep at least one instance: min must be >= 1 (use mode: serverless to scale to zero)")
 	}
+	if b := m.Burst; b != nil {
+		switch {
+		case m.Mode != Hybrid:
+			bad("burst", "only a hybrid deployment has a burst tier (mode: hybrid)")
+		case b.Backend != BackendProcess && b.Backend != BackendDocker:
+			bad("burst.backend", "%q: the burst tier runs on process or docker", b.Backend)
+		case b.Backend == m.Backend || (m.Backend == "" && b.Backend == BackendProcess):
+			bad("burst.backend", "%q is the deployment's own backend: leave burst out", b.Backend)
+		case m.Backend == BackendKubernetes:
+			bad("burst", "a burst tier beside a kubernetes floor is not supported yet (replicas are not told apart by tier)")
+		case b.Backend == BackendDocker && b.Image == "" && m.Runtime.Image == "" && m.Runtime.ONNX == "":
+			bad("burst.image", "required: the burst tier runs on docker and runtime has no image")
+		case b.Backend == BackendProcess && len(m.Runtime.Command) == 0 && m.Runtime.ONNX == "":
+			bad("burst.backend", "the process backend needs runtime.command (or runtime.onnx) for the burst tier")
+		}
+		if b.Network != "" && b.Network != "host" {
+			bad("burst.network", "%q is not a network mode (host, or leave empty)", b.Network)
+		}
+	}
 	if m.Mode == Hybrid && lo < 1 {
 		bad("scaling.min", "hybrid deployments keep a floor of scaling.min warm instances: min must be >= 1 (a floor of 0 is mode: serverless)")
 	}
