@@ -519,3 +519,65 @@ func median(ds []time.Duration) time.Duration {
 	slices.Sort(s)
 	return s[len(s)/2]
 }
+
+// TestBench_hybrid runs the three modes on a baseline with recurring
+// peaks, and checks recommend's replay of the same requests against what
+// bench measured: each mode's cost within 15%.
+func TestBench_hybrid(t *testing.T) {
+	bin := testbin.Build(t, "tandem/cmd/fakemodel")
+	m := model{
+		name: "fake",
+		yaml: fmt.Sprintf("name: fake\nruntime:\n  command: [%q]\n  env: {FAKE_READY_DELAY: 300ms}\n  health: /health\n%s  container_concurrency: 1\n", bin, scaling),
+		target: loadgen.Target{Path: "/sleep?d=50ms"},
+	}
+	tr := &trace.Trace{}
+	for at := time.Duration(0); at < 20*time.Second; at += 100 * time.Millisecond {
+		tr.Requests = append(tr.Requests, trace.Request{At: at})
+		if at%(5*time.Second) == 2500*time.Millisecond {
+			for range 6 {
+				tr.Requests = append(tr.Requests, trace.Request{At: at})
+			}
+		}
+	}
+	man, path := m.manifest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	modes := []manifest.Mode{manifest.Serverless, manifest.Dedicated, manifest.Hybrid}
+	rep, err := bench.Run(ctx, bench.Config{
+		Binary: testbin.Build(t, "tandem/cmd/tandem"), Manifest: man, ManifestPath: path, Modes: modes,
+		Trace: tr, Pattern: "baseline 10/s, 6 at once every 5s", Duration: 20 * time.Second, Target: m.target, Tick: tick,
+		WorkDir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table bytes.Buffer
+	bench.WriteTable(&table, rep)
+	t.Logf("bench:\n%s", table.String())
+	tm, err := bench.TimingsFrom(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := recommend.Recommend(recommend.Input{
+		Manifest: man, Trace: tr, Timings: *tm, Tick: tick, End: 20 * time.Second, Seed: 1, NoBreakEven: true,
+		Modes: modes, NoFloorSearch: true, // what bench ran
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	measured := byMode(rep)
+	for _, r := range rec.Modes {
+		b := measured[r.Mode]
+		if b.Errors != 0 {
+			t.Errorf("%s: %d errors: %v", r.Mode, b.Errors, b.ErrorSamples)
+		}
+		diff := math.Abs(r.Cost-b.CostTotal) / b.CostTotal
+		t.Logf("%s: simulated %.4g, measured %.4g (%.0f%% apart; cold starts %d and %d)", r.Mode, r.Cost, b.CostTotal, diff*100, r.ColdStarts, b.ColdStarts)
+		if diff > 0.15 {
+			t.Errorf("%s: simulated cost %.4g, measured %.4g: %.0f%% apart", r.Mode, r.Cost, b.CostTotal, diff*100)
+		}
+	}
+	if h := measured[manifest.Hybrid]; h.ColdStarts >= measured[manifest.Serverless].ColdStarts {
+		t.Errorf("hybrid had %d cold starts, serverless %d: the floor should spare most", h.ColdStarts, measured[manifest.Serverless].ColdStarts)
+	}
+}

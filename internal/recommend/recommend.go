@@ -105,6 +105,9 @@ type Input struct {
 	Seed uint64
 	// NoBreakEven skips the search for the break-even rate.
 	NoBreakEven bool
+	// NoFloorSearch runs hybrid and dedicated with the manifest's min
+	// (at least 1) instead of searching it, as `bench` runs them.
+	NoFloorSearch bool
 }
 
 // ModeResult is one mode's simulated outcome.
@@ -176,7 +179,7 @@ func Recommend(in Input) (*Recommendation, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if mode == manifest.Hybrid || (mode == manifest.Dedicated && slices.Contains(modes, manifest.Hybrid)) {
+			if !in.NoFloorSearch && (mode == manifest.Hybrid || (mode == manifest.Dedicated && slices.Contains(modes, manifest.Hybrid))) {
 				results[i], errs[i] = searchFloor(in, mode)
 				return
 			}
