@@ -526,8 +526,8 @@ func median(ds []time.Duration) time.Duration {
 func TestBench_hybrid(t *testing.T) {
 	bin := testbin.Build(t, "tandem/cmd/fakemodel")
 	m := model{
-		name: "fake",
-		yaml: fmt.Sprintf("name: fake\nruntime:\n  command: [%q]\n  env: {FAKE_READY_DELAY: 300ms}\n  health: /health\n%s  container_concurrency: 1\n", bin, scaling),
+		name:   "fake",
+		yaml:   fmt.Sprintf("name: fake\nruntime:\n  command: [%q]\n  env: {FAKE_READY_DELAY: 300ms}\n  health: /health\n%s  container_concurrency: 1\n", bin, scaling),
 		target: loadgen.Target{Path: "/sleep?d=50ms"},
 	}
 	tr := &trace.Trace{}
