@@ -45,6 +45,9 @@ type Manifest struct {
 	OpenAI *OpenAI `yaml:"openai,omitempty" json:"openai,omitempty"`
 	// Cache, when set, turns on the gateway's response cache (cache.go).
 	Cache *Cache `yaml:"cache,omitempty" json:"cache,omitempty"`
+	// Async, when set, tunes the retries and destinations of the
+	// deployment's asynchronous invocations (async.go).
+	Async *Async `yaml:"async,omitempty" json:"async,omitempty"`
 }
 
 // Runtime says what program serves the model and how to reach it.
