@@ -31,6 +31,7 @@ import (
 	"tandem/internal/dashboard"
 	"tandem/internal/gateway"
 	"tandem/internal/inference"
+	"tandem/internal/jobs"
 	"tandem/internal/manifest"
 	"tandem/internal/metrics"
 	"tandem/internal/peerstats"
@@ -78,6 +79,10 @@ type Config struct {
 	TLSCert, TLSKey string
 	// Limits bound what clients may send to both listeners.
 	Limits gateway.Limits
+	// JobsRetention is how long finished asynchronous jobs are kept (0 =
+	// jobs.DefaultRetention); JobsBackoff is the wait before a job's first
+	// retry (0 = jobs.DefaultBackoff).
+	JobsRetention, JobsBackoff time.Duration
 	// Tracing says where request spans go (--otlp-endpoint, OTEL_*); off
 	// when it names no endpoint.
 	Tracing tracing.Config
@@ -217,6 +222,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	gw.Handle("/v2", v2.Handler())
 	gw.Handle("/v2/", v2.Handler())
 	gw.MountOpenAI(m.Registry) // /v1/: the OpenAI-compatible door
+	jobRunner, err := openJobs(cfg, dataDir, ctrl, gw, log, &stack)
+	if err != nil {
+		return err
+	}
+	jobRunner.Mount(admin.Handle)
 	gsrv := gateway.NewHTTPServer(tracer.Handler(gw), cfg.Limits)
 
 	errc := make(chan error, 3)
@@ -242,6 +252,34 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		log.Error("listener failed", "err", err)
 		return err
 	}
+}
+
+// openJobs opens the asynchronous jobs' store and mounts the async doors
+// (docs/async.md). Jobs run through the gateway itself, so every stage,
+// queue and meter applies; they stop before the controller stops the
+// instances, and what was running then runs again at the next start.
+func openJobs(cfg Config, dataDir string, ctrl *controller.Controller, gw *gateway.Gateway, log *slog.Logger, stack *stopStack) (*jobs.Manager, error) {
+	jm, err := jobs.Open(jobs.Config{
+		DataDir: dataDir, Identify: gw.Identify, Retention: cfg.JobsRetention, Backoff: cfg.JobsBackoff, Logger: log,
+		Lookup: func(model string) (*manifest.Manifest, bool) {
+			d, ok := ctrl.Lookup(model)
+			if !ok {
+				return nil, false
+			}
+			return d.Manifest(), true
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	gw.MountJobs(jm)
+	jm.Start(gw)
+	stack.push(func() {
+		if err := jm.Close(); err != nil {
+			log.Error("closing the jobs' store", "err", err)
+		}
+	})
+	return jm, nil
 }
 
 // TenantCatalogInterval is how often each tandem process rereads the
