@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"tandem/internal/problem"
 )
@@ -110,9 +111,16 @@ func (g *Gateway) serveAsyncPath(w http.ResponseWriter, r *http.Request) {
 	g.serveAsync(w, r2, r.PathValue("name"))
 }
 
+// AsyncBodyTimeout bounds the upload of a job's body: a body that
+// trickles gets 408 and frees the connection.
+const AsyncBodyTimeout = time.Minute
+
 // serveAsync stores r as a job and answers 202 with its id.
 func (g *Gateway) serveAsync(w http.ResponseWriter, r *http.Request, model string) {
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(AsyncBodyTimeout))
 	id, err := g.jobs.Submit(r.Context(), model, r)
+	rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		problem.Write(w, err)
 		return

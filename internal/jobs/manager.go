@@ -8,12 +8,14 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -187,6 +189,9 @@ func (m *Manager) Submit(ctx context.Context, model string, r *http.Request) (st
 	var body []byte
 	if r.Body != nil {
 		body, err = io.ReadAll(io.LimitReader(r.Body, m.cfg.MaxBody+1))
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return "", problem.New(http.StatusRequestTimeout, "body_timeout", "the request body did not arrive in time")
+		}
 		if err != nil {
 			return "", problem.New(http.StatusBadRequest, "bad_body", "reading the request body: "+err.Error())
 		}
