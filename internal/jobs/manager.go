@@ -21,6 +21,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"tandem/internal/gateway"
 	"tandem/internal/manifest"
 	"tandem/internal/pool"
@@ -55,6 +57,8 @@ type Config struct {
 	// Client posts to destinations (default: a client with a 10s timeout).
 	Client *http.Client
 	Logger *slog.Logger
+	// Registerer receives the jobs' metrics (nil: none).
+	Registerer prometheus.Registerer
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -78,6 +82,7 @@ type Manager struct {
 	db      *db
 	log     *slog.Logger
 	handler http.Handler
+	metrics *metrics
 
 	mu     sync.Mutex
 	queues map[string]*queue // by model; owned by the dispatcher, pushed to by all
@@ -131,7 +136,9 @@ func Open(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{cfg: cfg, db: d, log: log, queues: map[string]*queue{}, poke: make(chan struct{}, 1), undelivered: undelivered}
+	m := &Manager{cfg: cfg, db: d, log: log, queues: map[string]*queue{}, poke: make(chan struct{}, 1), undelivered: undelivered,
+		metrics: newMetrics(cfg.Registerer)}
+	m.metrics.pending.Add(float64(len(pending)))
 	now := cfg.Now()
 	for _, j := range pending {
 		at := j.NextAt
@@ -207,6 +214,8 @@ func (m *Manager) Submit(ctx context.Context, model string, r *http.Request) (st
 		m.log.Error("storing a job failed", "model", model, "err", err)
 		return "", problem.New(http.StatusServiceUnavailable, "job_not_stored", "the job could not be stored: "+err.Error())
 	}
+	m.metrics.accepted.WithLabelValues(model).Inc()
+	m.metrics.pending.Inc()
 	m.push(model, j.ID, now)
 	return j.ID, nil
 }
@@ -413,6 +422,7 @@ func (m *Manager) attempt(ctx context.Context, model, id string) {
 			m.log.Error("recording a job's retry failed", "id", id, "err", err)
 		}
 		retryAt = d.At
+		m.metrics.retries.WithLabelValues(model).Inc()
 		return
 	}
 	m.end(ctx, j, p, d.Status, d.Reason, now)
@@ -433,6 +443,8 @@ func (m *Manager) end(ctx context.Context, j *Job, p Policy, s Status, reason st
 		m.log.Error("recording a job's end failed", "id", j.ID, "err", err)
 		return
 	}
+	m.metrics.pending.Dec()
+	m.metrics.finished.WithLabelValues(j.Model, string(s)).Inc()
 	if dest != "" {
 		m.deliver(ctx, j)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
 	"tandem/internal/gateway"
@@ -183,7 +185,10 @@ func TestManager_RetriesThenDeadLetter(t *testing.T) {
 		}
 		return 200
 	}}
-	m := open(t, testConfig(t, t.TempDir(), &manifest.Async{Retries: &retries, OnFailure: dest.URL + "/failed", OnSuccess: dest.URL + "/ok"}))
+	cfg := testConfig(t, t.TempDir(), &manifest.Async{Retries: &retries, OnFailure: dest.URL + "/failed", OnSuccess: dest.URL + "/ok"})
+	reg := prometheus.NewRegistry()
+	cfg.Registerer = reg
+	m := open(t, cfg)
 	m.Start(gw)
 	defer m.Close()
 	r := httptest.NewRequest("POST", "/models/iris/fail", strings.NewReader("x"))
@@ -203,6 +208,17 @@ func TestManager_RetriesThenDeadLetter(t *testing.T) {
 	failed, _ := m.List(Filter{Status: Failed})
 	if len(failed) != 1 || failed[0].ID != bad {
 		t.Errorf("dead-letter list = %+v, want only %s", failed, bad)
+	}
+	for name, want := range map[string]float64{
+		`tandem_jobs_accepted_total{model="iris"}`:                    2,
+		`tandem_jobs_finished_total{model="iris",status="failed"}`:    1,
+		`tandem_jobs_finished_total{model="iris",status="succeeded"}`: 1,
+		`tandem_job_retries_total{model="iris"}`:                      2,
+		`tandem_jobs_pending`:                                         0,
+	} {
+		if got := gather(t, reg, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -352,4 +368,34 @@ func TestManager_Prune(t *testing.T) {
 	if len(all) != 2 {
 		t.Errorf("%d jobs left, want 2 (a recent failure and a queued job)", len(all))
 	}
+}
+
+// gather reads one series, written as name{label="value",...}, from reg.
+func gather(t *testing.T, reg *prometheus.Registry, series string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			if len(m.GetLabel()) > 0 {
+				var ls []string
+				for _, l := range m.GetLabel() {
+					ls = append(ls, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+				}
+				name += "{" + strings.Join(ls, ",") + "}"
+			}
+			if name != series {
+				continue
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no series %s", series)
+	return 0
 }

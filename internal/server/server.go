@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/klog/v2"
 
 	"tandem/internal/api"
@@ -222,7 +223,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	gw.Handle("/v2", v2.Handler())
 	gw.Handle("/v2/", v2.Handler())
 	gw.MountOpenAI(m.Registry) // /v1/: the OpenAI-compatible door
-	jobRunner, err := openJobs(cfg, dataDir, ctrl, gw, log, &stack)
+	jobRunner, err := openJobs(cfg, dataDir, ctrl, gw, m.Registry, log, &stack)
 	if err != nil {
 		return err
 	}
@@ -258,9 +259,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 // (docs/async.md). Jobs run through the gateway itself, so every stage,
 // queue and meter applies; they stop before the controller stops the
 // instances, and what was running then runs again at the next start.
-func openJobs(cfg Config, dataDir string, ctrl *controller.Controller, gw *gateway.Gateway, log *slog.Logger, stack *stopStack) (*jobs.Manager, error) {
+func openJobs(cfg Config, dataDir string, ctrl *controller.Controller, gw *gateway.Gateway, reg prometheus.Registerer, log *slog.Logger, stack *stopStack) (*jobs.Manager, error) {
 	jm, err := jobs.Open(jobs.Config{
-		DataDir: dataDir, Identify: gw.Identify, Retention: cfg.JobsRetention, Backoff: cfg.JobsBackoff, Logger: log,
+		DataDir: dataDir, Identify: gw.Identify, Retention: cfg.JobsRetention, Backoff: cfg.JobsBackoff, Logger: log, Registerer: reg,
 		Lookup: func(model string) (*manifest.Manifest, bool) {
 			d, ok := ctrl.Lookup(model)
 			if !ok {
