@@ -55,7 +55,7 @@ func NewRoot() *cobra.Command {
 	}
 	root.PersistentFlags().String("admin", envOr("TANDEM_ADMIN", "127.0.0.1:8081"), "control API address (env TANDEM_ADMIN)")
 	addClientFlags(root.PersistentFlags())
-	root.AddCommand(serveCmd(), deployCmd(), lsCmd(), statusCmd(), deleteCmd(), logsCmd(), invokeCmd(), runtimeCmd())
+	root.AddCommand(serveCmd(), deployCmd(), lsCmd(), statusCmd(), deleteCmd(), logsCmd(), invokeCmd(), runtimeCmd(), jetstreamCmd())
 	for _, f := range extra {
 		root.AddCommand(f())
 	}
