@@ -2,6 +2,8 @@ package jobs
 
 import (
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -88,4 +90,8 @@ func (j *Job) view() *Job {
 		v.Request = &Request{Method: j.Request.Method, Path: j.Request.Path, Query: j.Request.Query}
 	}
 	return &v
+}
+
+func sortByID(list []*Job) {
+	slices.SortFunc(list, func(a, b *Job) int { return strings.Compare(a.ID, b.ID) })
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"tandem/internal/gateway"
+	"tandem/internal/jetstream"
 	"tandem/internal/manifest"
 	"tandem/internal/pool"
 	"tandem/internal/problem"
@@ -32,8 +33,13 @@ import (
 // Config is what a Manager needs. The zero value of an optional field
 // means its default.
 type Config struct {
-	// DataDir holds jobs.db.
+	// DataDir holds jobs.db (when Queue is nil).
 	DataDir string
+	// Queue, when set, keeps the jobs on a JetStream server shared by
+	// several tandem replicas instead of jobs.db: a job accepted by one
+	// replica is run by whichever takes it, and by another when that one
+	// is lost mid-attempt. The caller opens and closes it.
+	Queue *jetstream.Queue
 	// Identify resolves the model (a *problem.Error 404 when it is not
 	// deployed) and names the caller's tenant (401, 403 refusals), without
 	// spending any of its limits: gateway.Gateway.Identify.
@@ -42,7 +48,8 @@ type Config struct {
 	// max_queue); false for an unknown model, whose jobs get the defaults.
 	Lookup func(model string) (*manifest.Manifest, bool)
 	// PerModel bounds the attempts in flight per deployment (default 8,
-	// and never over half its scaling.max_queue).
+	// and never over half its scaling.max_queue). With a Queue it bounds
+	// this replica's attempts across deployments.
 	PerModel int
 	// MaxBody bounds a job's request body (default 6 MiB, Lambda's
 	// synchronous payload limit); more is a 413.
@@ -79,7 +86,8 @@ const (
 // for concurrent use; Start once, then Close.
 type Manager struct {
 	cfg     Config
-	db      *db
+	db      *db              // nil with a shared queue
+	q       *jetstream.Queue // nil with jobs.db
 	log     *slog.Logger
 	handler http.Handler
 	metrics *metrics
@@ -132,6 +140,10 @@ func Open(cfg Config) (*Manager, error) {
 		cfg.Lookup = func(string) (*manifest.Manifest, bool) { return nil, false }
 	}
 	log := cfg.Logger.With("component", "jobs")
+	if cfg.Queue != nil {
+		return &Manager{cfg: cfg, q: cfg.Queue, log: log, queues: map[string]*queue{}, poke: make(chan struct{}, 1),
+			metrics: newMetrics(cfg.Registerer)}, nil
+	}
 	d, pending, undelivered, err := openDB(filepath.Join(cfg.DataDir, File), log)
 	if err != nil {
 		return nil, err
@@ -157,11 +169,17 @@ func Open(cfg Config) (*Manager, error) {
 func (m *Manager) Start(h http.Handler) {
 	ctx, cancel := context.WithCancel(context.Background())
 	m.handler, m.cancel = h, cancel
+	if m.q != nil {
+		m.wg.Add(1)
+		go func() { defer m.wg.Done(); m.dispatchShared(ctx) }()
+		return
+	}
 	m.wg.Add(2)
 	go func() { defer m.wg.Done(); m.dispatch(ctx) }()
 	go func() { defer m.wg.Done(); m.pruneEvery(ctx, time.Minute) }()
 	for _, j := range m.undelivered {
-		m.deliver(ctx, j)
+		m.wg.Add(1)
+		go func() { defer m.wg.Done(); m.deliver(ctx, j) }()
 	}
 	m.undelivered = nil
 }
@@ -174,6 +192,9 @@ func (m *Manager) Close() error {
 		m.cancel()
 	}
 	m.wg.Wait()
+	if m.db == nil {
+		return nil
+	}
 	return m.db.close()
 }
 
@@ -210,11 +231,21 @@ func (m *Manager) Submit(ctx context.Context, model string, r *http.Request) (st
 	j := &Job{ID: newID(now), Model: model, Tenant: tenant, Status: Queued, CreatedAt: now, UpdatedAt: now, NextAt: now,
 		Request: &Request{Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Header: storedHeader(r.Header),
 			Body: body, RemoteAddr: r.RemoteAddr}}
-	if err := m.db.put(j); err != nil {
+	notStored := func(err error) error {
 		m.log.Error("storing a job failed", "model", model, "err", err)
-		return "", problem.New(http.StatusServiceUnavailable, "job_not_stored", "the job could not be stored: "+err.Error())
+		return problem.New(http.StatusServiceUnavailable, "job_not_stored", "the job could not be stored: "+err.Error())
+	}
+	if err := m.put(j); err != nil {
+		return "", notStored(err)
 	}
 	m.metrics.accepted.WithLabelValues(model).Inc()
+	if m.q != nil {
+		if err := m.q.Enqueue(ctx, j.ID); err != nil {
+			m.q.Delete(context.Background(), j.ID) // never run: not accepted
+			return "", notStored(err)
+		}
+		return j.ID, nil
+	}
 	m.metrics.pending.Inc()
 	m.push(model, j.ID, now)
 	return j.ID, nil
@@ -262,7 +293,7 @@ func (m *Manager) Get(id string) (*Job, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("%q: %w", id, ErrNotFound)
 	}
-	return m.db.get(id)
+	return m.get(id)
 }
 
 // Lookup returns a job's public record and its tenant (gateway.Jobs).
@@ -286,7 +317,7 @@ type Filter struct {
 // List returns the jobs that match f, newest first, as shown to callers.
 func (m *Manager) List(f Filter) ([]*Job, error) {
 	var out []*Job
-	err := m.db.scan(func(j *Job) bool {
+	err := m.scan(func(j *Job) bool {
 		if (f.Status == "" || j.Status == f.Status) && (f.Model == "" || j.Model == f.Model) {
 			out = append(out, j.view())
 			if f.Limit > 0 && len(out) > f.Limit {
@@ -374,7 +405,7 @@ func (m *Manager) dispatch(ctx context.Context) {
 	}
 }
 
-// attempt runs job id once and records what follows.
+// attempt runs job id once and records what follows (jobs.db mode).
 func (m *Manager) attempt(ctx context.Context, model, id string) {
 	defer m.wg.Done()
 	retryAt := time.Time{}
@@ -388,7 +419,7 @@ func (m *Manager) attempt(ctx context.Context, model, id string) {
 		m.mu.Unlock()
 		m.wake()
 	}()
-	j, err := m.db.get(id)
+	j, err := m.get(id)
 	if err != nil {
 		m.log.Error("skipping a job that cannot be read from the store", "id", id, "err", err)
 		return
@@ -396,40 +427,51 @@ func (m *Manager) attempt(ctx context.Context, model, id string) {
 	if j.Status.Final() {
 		return
 	}
-	p := m.policy(model)
+	retryAt, _ = m.step(ctx, j)
+	if m.deliverable(j) {
+		m.wg.Add(1)
+		go func() { defer m.wg.Done(); m.deliver(ctx, j) }()
+	}
+}
+
+// step makes j's next attempt, or fails it when it may not start, and
+// records the outcome. retryAt is when to try again (zero: j ended, or the
+// attempt was interrupted); interrupted means ctx ended mid-attempt and
+// nothing was recorded (j stays running and runs again).
+func (m *Manager) step(ctx context.Context, j *Job) (retryAt time.Time, interrupted bool) {
+	p := m.policy(j.Model)
 	now := m.cfg.Now()
 	if ok, reason := p.Start(j, now); !ok {
-		m.end(ctx, j, p, Failed, reason, now)
-		return
+		m.end(j, p, Failed, reason, now)
+		return time.Time{}, false
 	}
 	j.Attempts++
 	j.Status, j.NextAt, j.UpdatedAt = Running, time.Time{}, now
-	if err := m.db.put(j); err != nil {
-		m.log.Error("recording a job's attempt failed; trying again later", "id", id, "err", err)
-		retryAt = now.Add(Backoff(1, m.cfg.Backoff, m.cfg.MaxBackoff, mrand.Float64()))
-		return
+	if err := m.put(j); err != nil {
+		m.log.Error("recording a job's attempt failed; trying again later", "id", j.ID, "err", err)
+		return now.Add(Backoff(1, m.cfg.Backoff, m.cfg.MaxBackoff, mrand.Float64())), false
 	}
 	status, res := m.replay(ctx, j)
 	if ctx.Err() != nil {
-		return // stopping: the job stays running in the store and goes again at the next start
+		return time.Time{}, true // stopping: the job stays running and goes again
 	}
 	now = m.cfg.Now()
 	d := p.After(j, status, now, mrand.Float64())
 	j.Result = res
 	if d.Status == Queued {
 		j.Status, j.NextAt, j.Reason, j.UpdatedAt = Queued, d.At, d.Reason, now
-		if err := m.db.put(j); err != nil {
-			m.log.Error("recording a job's retry failed", "id", id, "err", err)
+		if err := m.put(j); err != nil {
+			m.log.Error("recording a job's retry failed", "id", j.ID, "err", err)
 		}
-		retryAt = d.At
-		m.metrics.retries.WithLabelValues(model).Inc()
-		return
+		m.metrics.retries.WithLabelValues(j.Model).Inc()
+		return d.At, false
 	}
-	m.end(ctx, j, p, d.Status, d.Reason, now)
+	m.end(j, p, d.Status, d.Reason, now)
+	return time.Time{}, false
 }
 
 // end records j's final status and posts it to its destination.
-func (m *Manager) end(ctx context.Context, j *Job, p Policy, s Status, reason string, now time.Time) {
+func (m *Manager) end(j *Job, p Policy, s Status, reason string, now time.Time) {
 	j.Status, j.Reason, j.NextAt, j.UpdatedAt = s, reason, time.Time{}, now
 	dest := p.OnSuccess
 	if s == Failed {
@@ -439,15 +481,19 @@ func (m *Manager) end(ctx context.Context, j *Job, p Policy, s Status, reason st
 	if dest != "" {
 		j.Destination = "pending " + dest
 	}
-	if err := m.db.put(j); err != nil {
+	if err := m.put(j); err != nil {
 		m.log.Error("recording a job's end failed", "id", j.ID, "err", err)
 		return
 	}
-	m.metrics.pending.Dec()
-	m.metrics.finished.WithLabelValues(j.Model, string(s)).Inc()
-	if dest != "" {
-		m.deliver(ctx, j)
+	if m.q == nil {
+		m.metrics.pending.Dec()
 	}
+	m.metrics.finished.WithLabelValues(j.Model, string(s)).Inc()
+}
+
+// deliverable reports whether j ended with a destination still to post.
+func (m *Manager) deliverable(j *Job) bool {
+	return j.Status.Final() && strings.HasPrefix(j.Destination, "pending ")
 }
 
 // replay sends the stored request through the gateway, as its tenant, and
@@ -535,43 +581,39 @@ func (r *recorder) status() int {
 }
 
 // deliver posts j's record to its destination, a few times with backoff,
-// and records how it went. Stopping tandem leaves it pending, and it is
-// posted again at the next start.
+// and records how it went. It returns early when ctx ends, leaving the
+// destination pending: it is posted again after the next start.
 func (m *Manager) deliver(ctx context.Context, j *Job) {
 	dest, ok := strings.CutPrefix(j.Destination, "pending ")
 	if !ok {
 		return
 	}
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		body, _ := json.Marshal(j.view())
-		var last string
-		for try := 1; try <= destinationTries; try++ {
-			if try > 1 {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(Backoff(try-1, m.cfg.Backoff, m.cfg.MaxBackoff, mrand.Float64())):
-				}
-			}
-			last = m.post(ctx, dest, j.ID, body)
-			if ctx.Err() != nil {
+	body, _ := json.Marshal(j.view())
+	var last string
+	for try := 1; try <= destinationTries; try++ {
+		if try > 1 {
+			select {
+			case <-ctx.Done():
 				return
-			}
-			if last == "" {
-				j.Destination = "delivered " + dest
-				break
+			case <-time.After(Backoff(try-1, m.cfg.Backoff, m.cfg.MaxBackoff, mrand.Float64())):
 			}
 		}
-		if last != "" {
-			j.Destination = fmt.Sprintf("failed %s: %s", dest, last)
-			m.log.Warn("posting a job's record to its destination failed", "id", j.ID, "destination", dest, "err", last)
+		last = m.post(ctx, dest, j.ID, body)
+		if ctx.Err() != nil {
+			return
 		}
-		if err := m.db.put(j); err != nil {
-			m.log.Error("recording a job's delivery failed", "id", j.ID, "err", err)
+		if last == "" {
+			j.Destination = "delivered " + dest
+			break
 		}
-	}()
+	}
+	if last != "" {
+		j.Destination = fmt.Sprintf("failed %s: %s", dest, last)
+		m.log.Warn("posting a job's record to its destination failed", "id", j.ID, "destination", dest, "err", last)
+	}
+	if err := m.put(j); err != nil {
+		m.log.Error("recording a job's delivery failed", "id", j.ID, "err", err)
+	}
 }
 
 // post sends one record; "" means the destination took it (2xx).
