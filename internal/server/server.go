@@ -32,6 +32,7 @@ import (
 	"tandem/internal/dashboard"
 	"tandem/internal/gateway"
 	"tandem/internal/inference"
+	"tandem/internal/jetstream"
 	"tandem/internal/jobs"
 	"tandem/internal/manifest"
 	"tandem/internal/metrics"
@@ -84,6 +85,10 @@ type Config struct {
 	// jobs.DefaultRetention); JobsBackoff is the wait before a job's first
 	// retry (0 = jobs.DefaultBackoff).
 	JobsRetention, JobsBackoff time.Duration
+	// JobsNATS, when set, keeps the jobs on this JetStream server
+	// (nats://host:port, `tandem jetstream`) shared with the other tandem
+	// replicas, instead of jobs.db; JobsNATSTokenFile holds its token.
+	JobsNATS, JobsNATSTokenFile string
 	// Tracing says where request spans go (--otlp-endpoint, OTEL_*); off
 	// when it names no endpoint.
 	Tracing tracing.Config
@@ -260,8 +265,28 @@ func Run(ctx context.Context, cfg Config) (err error) {
 // queue and meter applies; they stop before the controller stops the
 // instances, and what was running then runs again at the next start.
 func openJobs(cfg Config, dataDir string, ctrl *controller.Controller, gw *gateway.Gateway, reg prometheus.Registerer, log *slog.Logger, stack *stopStack) (*jobs.Manager, error) {
+	var queue *jetstream.Queue
+	if cfg.JobsNATS != "" {
+		token := ""
+		if cfg.JobsNATSTokenFile != "" {
+			b, err := os.ReadFile(cfg.JobsNATSTokenFile)
+			if err != nil {
+				return nil, fmt.Errorf("--jobs-nats-token-file: %w", err)
+			}
+			token = strings.TrimSpace(string(b))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		q, err := jetstream.Open(ctx, jetstream.QueueConfig{URL: cfg.JobsNATS, Token: token, Retention: cfg.JobsRetention})
+		if err != nil {
+			return nil, fmt.Errorf("--jobs-nats: %w", err)
+		}
+		queue = q
+		stack.push(q.Close)
+		log.Info("jobs are kept on a shared JetStream queue", "url", cfg.JobsNATS)
+	}
 	jm, err := jobs.Open(jobs.Config{
-		DataDir: dataDir, Identify: gw.Identify, Retention: cfg.JobsRetention, Backoff: cfg.JobsBackoff, Logger: log, Registerer: reg,
+		DataDir: dataDir, Queue: queue, Identify: gw.Identify, Retention: cfg.JobsRetention, Backoff: cfg.JobsBackoff, Logger: log, Registerer: reg,
 		Lookup: func(model string) (*manifest.Manifest, bool) {
 			d, ok := ctrl.Lookup(model)
 			if !ok {
