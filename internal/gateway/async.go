@@ -133,6 +133,9 @@ func (g *Gateway) serveAsync(w http.ResponseWriter, r *http.Request, model strin
 	h := w.Header()
 	h.Set("X-Tandem-Job-Id", id)
 	h.Set("Location", "/v1/jobs/"+id)
+	if r.Header.Get("Prefer") != "" {
+		h.Set("Preference-Applied", "respond-async") // RFC 7240
+	}
 	h.Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusAccepted)
 	json.NewEncoder(w).Encode(struct {

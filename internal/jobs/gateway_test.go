@@ -150,6 +150,9 @@ func TestAsync_ThroughGateway(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &acc); code != 202 || id == "" || err != nil || acc.ID != id || acc.StatusURL != srv.URL+"/v1/jobs/"+id {
 		t.Fatalf("accept: %d %q (header id %q)", code, body, id)
 	}
+	if got := h.Get("Preference-Applied"); got != "respond-async" {
+		t.Errorf("Preference-Applied: %q, want respond-async", got)
+	}
 	code, h, _ = send("POST", "/v1/async/echo/other/path", acme, `{}`)
 	id2 := h.Get(jobs.HeaderJobID)
 	if code != 202 || id2 == "" {

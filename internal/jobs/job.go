@@ -57,8 +57,10 @@ type Request struct {
 	Query  string      `json:"query,omitempty"`
 	Header http.Header `json:"header,omitempty"`
 	Body   []byte      `json:"body,omitempty"`
-	// RemoteAddr is the caller's address, for X-Forwarded-For.
+	// RemoteAddr and Host are the caller's address and the Host it
+	// asked for, for X-Forwarded-For and X-Forwarded-Host.
 	RemoteAddr string `json:"remote_addr,omitempty"`
+	Host       string `json:"host,omitempty"`
 }
 
 // Result is the answer of a job's last attempt.

@@ -230,7 +230,7 @@ func (m *Manager) Submit(ctx context.Context, model string, r *http.Request) (st
 	now := m.cfg.Now()
 	j := &Job{ID: newID(now), Model: model, Tenant: tenant, Status: Queued, CreatedAt: now, UpdatedAt: now, NextAt: now,
 		Request: &Request{Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Header: storedHeader(r.Header),
-			Body: body, RemoteAddr: r.RemoteAddr}}
+			Body: body, RemoteAddr: r.RemoteAddr, Host: r.Host}}
 	notStored := func(err error) error {
 		m.log.Error("storing a job failed", "model", model, "err", err)
 		return problem.New(http.StatusServiceUnavailable, "job_not_stored", "the job could not be stored: "+err.Error())
@@ -513,10 +513,13 @@ func (m *Manager) replay(ctx context.Context, j *Job) (status int, res *Result) 
 	}
 	req := (&http.Request{Method: rq.Method, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: rq.Header.Clone(), Body: io.NopCloser(bytes.NewReader(rq.Body)), ContentLength: int64(len(rq.Body)),
-		Host: "tandem-jobs", RemoteAddr: rq.RemoteAddr, RequestURI: target}).
+		Host: rq.Host, RemoteAddr: rq.RemoteAddr, RequestURI: target}).
 		WithContext(gateway.WithJob(ctx, gateway.JobCaller{ID: j.ID, Tenant: j.Tenant}))
 	if req.Header == nil {
 		req.Header = http.Header{}
+	}
+	if req.Host == "" {
+		req.Host = "tandem-jobs"
 	}
 	if len(rq.Body) == 0 {
 		req.Body = http.NoBody

@@ -112,14 +112,21 @@ func (d *db) scan(fn func(*Job) bool) error {
 }
 
 // prune deletes final jobs last updated before cutoff, and returns how
-// many. Damaged records are left for a person to look at.
+// many. It decodes only each record's status and time (a record may hold
+// megabytes of body). Damaged records are left for a person to look at.
 func (d *db) prune(cutoff time.Time) (int, error) {
 	var old [][]byte
-	err := d.scan(func(j *Job) bool {
-		if j.Status.Final() && j.UpdatedAt.Before(cutoff) {
-			old = append(old, []byte(j.ID))
-		}
-		return true
+	err := d.b.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketJobs).ForEach(func(k, raw []byte) error {
+			var j struct {
+				Status    Status    `json:"status"`
+				UpdatedAt time.Time `json:"updated_at"`
+			}
+			if json.Unmarshal(raw, &j) == nil && j.Status.Final() && j.UpdatedAt.Before(cutoff) {
+				old = append(old, append([]byte(nil), k...))
+			}
+			return nil
+		})
 	})
 	if err != nil || len(old) == 0 {
 		return 0, err
