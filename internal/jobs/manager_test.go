@@ -77,7 +77,7 @@ func (f *fakeGateway) seen() []call {
 }
 
 // models is a fake deployment table: every name but "nope" exists.
-func testConfig(t *testing.T, dir string, async *manifest.Async) Config {
+func testConfig(_ testing.TB, dir string, async *manifest.Async) Config {
 	return Config{
 		DataDir: dir,
 		Identify: func(_ context.Context, model string, h http.Header) (string, bool, error) {

@@ -55,6 +55,10 @@ func openDB(path string, log *slog.Logger) (*db, []*Job, []*Job, error) {
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	// A commit (an fsync) costs about a millisecond or more; waiting 2ms
+	// for other writers to share it keeps one caller's 202 quick and lets
+	// a burst of submits share commits.
+	b.MaxBatchDelay = 2 * time.Millisecond
 	d.b = b
 	return d, pending, undelivered, nil
 }
