@@ -66,6 +66,10 @@ func serveCmd() *cobra.Command {
 	f.BoolVar(&cfg.KubeHostNetwork, "kube-host-network", false, "Kubernetes backend: run model pods on the node's network")
 	f.StringVar(&cfg.PeerAddr, "peer-addr", "", "Kubernetes backend: host:port where the other tandem processes reach this one's control API to report their traffic when it leads (default $POD_IP:<admin port> in a pod, else --admin-listen unless it is 0.0.0.0)")
 	f.StringVar(&cfg.Tracing.Endpoint, "otlp-endpoint", "", "export request traces to this OpenTelemetry collector, e.g. http://127.0.0.1:4318 (default $OTEL_EXPORTER_OTLP_ENDPOINT; none: off); see docs/tracing.md")
+	f.DurationVar(&cfg.JobsRetention, "jobs-retention", 24*time.Hour, "how long finished asynchronous jobs (and the dead-letter list) are kept")
+	f.DurationVar(&cfg.JobsBackoff, "jobs-backoff", time.Second, "wait before an asynchronous job's first retry; each next one doubles it, up to 5m")
+	f.StringVar(&cfg.JobsNATS, "jobs-nats", "", "keep asynchronous jobs on this JetStream server (nats://host:port, see tandem jetstream), shared by several tandem replicas, instead of jobs.db under --data-dir")
+	f.StringVar(&cfg.JobsNATSTokenFile, "jobs-nats-token-file", "", "file holding the token of the --jobs-nats server")
 	f.Float64Var(&sample, "trace-sample", 0, "fraction of requests traced, 0 to 1, unless the caller's traceparent decided (default $OTEL_TRACES_SAMPLER, else all)")
 	return cmd
 }

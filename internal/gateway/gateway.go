@@ -33,6 +33,7 @@ type Gateway struct {
 	bufs   *bufferPool
 	mux    *http.ServeMux
 	stages []Stage
+	jobs   Jobs // the async doors (async.go); nil = off
 }
 
 // New returns a gateway over models. Extra handlers (the v2 protocol) are
@@ -59,6 +60,10 @@ func (g *Gateway) Handle(pattern string, h http.Handler) { g.mux.Handle(pattern,
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
 
 func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
+	if g.wantsAsync(r) {
+		g.serveAsync(w, r, r.PathValue("name"))
+		return
+	}
 	ex, err := g.Begin(r.Context(), ProtocolHTTP, r.PathValue("name"), r.Header)
 	if err != nil {
 		w.Header().Set(HeaderColdStart, "false")

@@ -42,10 +42,11 @@ type QueueConfig struct {
 // time until a runner acknowledges it, and to another one when the first
 // stops without doing so (at-least-once).
 type Queue struct {
-	nc   *nats.Conn
-	kv   jetstream.KeyValue
-	cons jetstream.Consumer
-	js   jetstream.JetStream
+	ackWait time.Duration
+	nc      *nats.Conn
+	kv      jetstream.KeyValue
+	cons    jetstream.Consumer
+	js      jetstream.JetStream
 }
 
 // Open connects and creates the stream, consumer and bucket when missing.
@@ -67,7 +68,7 @@ func Open(ctx context.Context, cfg QueueConfig) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: connecting to %s: %w", cfg.URL, err)
 	}
-	q := &Queue{nc: nc}
+	q := &Queue{nc: nc, ackWait: cfg.AckWait}
 	if err := q.setup(ctx, cfg); err != nil {
 		nc.Close()
 		return nil, err
@@ -114,6 +115,10 @@ func (q *Queue) setup(ctx context.Context, cfg QueueConfig) error {
 	}
 	return nil
 }
+
+// AckWait is how long a delivery is held without Working before the
+// server hands it to another runner.
+func (q *Queue) AckWait() time.Duration { return q.ackWait }
 
 // Close disconnects.
 func (q *Queue) Close() { q.nc.Close() }
@@ -190,23 +195,41 @@ func (d *Delivery) Later(delay time.Duration) error { return d.msg.NakWithDelay(
 // Working extends the time this runner holds the delivery.
 func (d *Delivery) Working() error { return d.msg.InProgress() }
 
-// Next waits for up to max deliveries, returning early when some are
-// there; none when ctx ends or wait passes.
+// Next returns up to max deliveries: those waiting now, else the first
+// that arrives within wait; none when ctx ends or wait passes. It never
+// holds a delivery back waiting for more (a batch held past the ack wait
+// would be handed to another runner meanwhile).
 func (q *Queue) Next(ctx context.Context, max int, wait time.Duration) ([]*Delivery, error) {
+	batch, err := q.cons.FetchNoWait(max)
+	if err != nil {
+		return nil, err
+	}
+	out, err := collect(batch)
+	if len(out) > 0 || err != nil {
+		return out, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	batch, err := q.cons.Fetch(max, jetstream.FetchContext(ctx))
+	batch, err = q.cons.Fetch(1, jetstream.FetchContext(ctx))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, nil
 		}
 		return nil, err
 	}
+	out, err = collect(batch)
+	if ctx.Err() != nil {
+		err = nil
+	}
+	return out, err
+}
+
+func collect(batch jetstream.MessageBatch) ([]*Delivery, error) {
 	var out []*Delivery
 	for m := range batch.Messages() {
 		out = append(out, &Delivery{ID: string(m.Data()), msg: m})
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 		return out, err
 	}
 	return out, nil

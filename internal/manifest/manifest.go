@@ -52,6 +52,9 @@ type Manifest struct {
 	Cache *Cache `yaml:"cache,omitempty" json:"cache,omitempty"`
 	// Burst runs a hybrid deployment's burst tier on another backend.
 	Burst *Burst `yaml:"burst,omitempty" json:"burst,omitempty"`
+	// Async, when set, tunes the retries and destinations of the
+	// deployment's asynchronous invocations (async.go).
+	Async *Async `yaml:"async,omitempty" json:"async,omitempty"`
 }
 
 // Burst is where a hybrid deployment's burst instances run when not on

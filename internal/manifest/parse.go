@@ -341,6 +341,7 @@ func (m *Manifest) SetDefaults() {
 		t.Grace = Duration(DefaultGrace)
 	}
 	m.Cache.setDefaults()
+	m.Async.setDefaults()
 	if b := m.Batching; b != nil {
 		if b.MaxBatchSize == 0 {
 			b.MaxBatchSize = DefaultBatchMaxBatchSize
@@ -519,6 +520,7 @@ func (m *Manifest) Validate() error {
 		}
 	}
 	probs = append(probs, m.Cache.validate()...)
+	probs = append(probs, m.Async.validate()...)
 	if len(probs) > 0 {
 		return &Error{Problems: probs}
 	}

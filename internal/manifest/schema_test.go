@@ -259,7 +259,7 @@ func resolve(t *testing.T, root, node map[string]any) map[string]any {
 // Go type decodes from, and every "default" is what SetDefaults sets.
 func TestSchema_MatchesTypes(t *testing.T) {
 	root := schemaDoc(t)
-	defaults := Manifest{Name: "m", Burst: &Burst{}, Runtime: Runtime{Command: []string{"x"}, Lambda: &Lambda{}, Template: &Template{}}, Batching: &Batching{}, OpenAI: &OpenAI{}, Cache: &Cache{}}
+	defaults := Manifest{Name: "m", Burst: &Burst{}, Runtime: Runtime{Command: []string{"x"}, Lambda: &Lambda{}, Template: &Template{}}, Batching: &Batching{}, OpenAI: &OpenAI{}, Cache: &Cache{}, Async: &Async{}}
 	defaults.SetDefaults()
 	var walk func(node map[string]any, typ reflect.Type, val reflect.Value, path string)
 	walk = func(node map[string]any, typ reflect.Type, val reflect.Value, path string) {

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/klog/v2"
 
 	"tandem/internal/api"
@@ -31,6 +32,8 @@ import (
 	"tandem/internal/dashboard"
 	"tandem/internal/gateway"
 	"tandem/internal/inference"
+	"tandem/internal/jetstream"
+	"tandem/internal/jobs"
 	"tandem/internal/manifest"
 	"tandem/internal/metrics"
 	"tandem/internal/peerstats"
@@ -78,6 +81,14 @@ type Config struct {
 	TLSCert, TLSKey string
 	// Limits bound what clients may send to both listeners.
 	Limits gateway.Limits
+	// JobsRetention is how long finished asynchronous jobs are kept (0 =
+	// jobs.DefaultRetention); JobsBackoff is the wait before a job's first
+	// retry (0 = jobs.DefaultBackoff).
+	JobsRetention, JobsBackoff time.Duration
+	// JobsNATS, when set, keeps the jobs on this JetStream server
+	// (nats://host:port, `tandem jetstream`) shared with the other tandem
+	// replicas, instead of jobs.db; JobsNATSTokenFile holds its token.
+	JobsNATS, JobsNATSTokenFile string
 	// Tracing says where request spans go (--otlp-endpoint, OTEL_*); off
 	// when it names no endpoint.
 	Tracing tracing.Config
@@ -217,6 +228,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	gw.Handle("/v2", v2.Handler())
 	gw.Handle("/v2/", v2.Handler())
 	gw.MountOpenAI(m.Registry) // /v1/: the OpenAI-compatible door
+	jobRunner, err := openJobs(cfg, dataDir, ctrl, gw, m.Registry, log, &stack)
+	if err != nil {
+		return err
+	}
+	jobRunner.Mount(admin.Handle)
 	gsrv := gateway.NewHTTPServer(tracer.Handler(gw), cfg.Limits)
 
 	errc := make(chan error, 3)
@@ -242,6 +258,54 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		log.Error("listener failed", "err", err)
 		return err
 	}
+}
+
+// openJobs opens the asynchronous jobs' store and mounts the async doors
+// (docs/async.md). Jobs run through the gateway itself, so every stage,
+// queue and meter applies; they stop before the controller stops the
+// instances, and what was running then runs again at the next start.
+func openJobs(cfg Config, dataDir string, ctrl *controller.Controller, gw *gateway.Gateway, reg prometheus.Registerer, log *slog.Logger, stack *stopStack) (*jobs.Manager, error) {
+	var queue *jetstream.Queue
+	if cfg.JobsNATS != "" {
+		token := ""
+		if cfg.JobsNATSTokenFile != "" {
+			b, err := os.ReadFile(cfg.JobsNATSTokenFile)
+			if err != nil {
+				return nil, fmt.Errorf("--jobs-nats-token-file: %w", err)
+			}
+			token = strings.TrimSpace(string(b))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		q, err := jetstream.Open(ctx, jetstream.QueueConfig{URL: cfg.JobsNATS, Token: token, Retention: cfg.JobsRetention})
+		if err != nil {
+			return nil, fmt.Errorf("--jobs-nats: %w", err)
+		}
+		queue = q
+		stack.push(q.Close)
+		log.Info("jobs are kept on a shared JetStream queue", "url", cfg.JobsNATS)
+	}
+	jm, err := jobs.Open(jobs.Config{
+		DataDir: dataDir, Queue: queue, Identify: gw.Identify, Retention: cfg.JobsRetention, Backoff: cfg.JobsBackoff, Logger: log, Registerer: reg,
+		Lookup: func(model string) (*manifest.Manifest, bool) {
+			d, ok := ctrl.Lookup(model)
+			if !ok {
+				return nil, false
+			}
+			return d.Manifest(), true
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	gw.MountJobs(jm)
+	jm.Start(gw)
+	stack.push(func() {
+		if err := jm.Close(); err != nil {
+			log.Error("closing the jobs' store", "err", err)
+		}
+	})
+	return jm, nil
 }
 
 // TenantCatalogInterval is how often each tandem process rereads the

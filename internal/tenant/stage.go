@@ -67,27 +67,38 @@ func errUnknown() *problem.Error {
 	return unauthenticated("the API key is not valid (unknown or revoked)")
 }
 
-// Admit authenticates the exchange and applies the tenant's limits.
-func (st *Stage) Admit(_ context.Context, ex *gateway.Exchange) error {
-	key := credential(ex.Header)
-	if key == "" {
-		return unauthenticated("an API key is required: send Authorization: Bearer KEY or X-API-Key: KEY")
-	}
-	ks, err := st.r.authenticate(key)
-	if err != nil {
-		return err
-	}
-	// The key is tandem's: the model's code must not see it (and cannot
-	// log it, or call other models as the tenant).
-	ex.Header.Del("Authorization")
-	ex.Header.Del("X-Api-Key")
-	s := ks.t
-	t := s.t.Load()
+// Admit authenticates the exchange and applies the tenant's limits. An
+// attempt of an asynchronous job (gateway.JobFrom: a context value, which
+// no client can send) is taken as the tenant that submitted it, whose key
+// was checked then; its limits and budget apply as to any request.
+func (st *Stage) Admit(ctx context.Context, ex *gateway.Exchange) error {
+	var s *state
 	now := st.r.Now()
-	if exp := ks.k.Expires; !exp.IsZero() && !now.Before(exp) {
-		return unauthenticated(fmt.Sprintf("API key %s expired at %s", ks.k.ID, exp.Format(time.RFC3339)))
+	if job, ok := gateway.JobFrom(ctx); ok {
+		if s = st.r.snap.Load().tenants[job.Tenant]; s == nil {
+			return problem.New(http.StatusForbidden, CodeForbidden,
+				fmt.Sprintf("job %s was submitted by tenant %q, which no longer exists", job.ID, job.Tenant))
+		}
+	} else {
+		key := credential(ex.Header)
+		if key == "" {
+			return unauthenticated("an API key is required: send Authorization: Bearer KEY or X-API-Key: KEY")
+		}
+		ks, err := st.r.authenticate(key)
+		if err != nil {
+			return err
+		}
+		// The key is tandem's: the model's code must not see it (and cannot
+		// log it, or call other models as the tenant).
+		ex.Header.Del("Authorization")
+		ex.Header.Del("X-Api-Key")
+		if exp := ks.k.Expires; !exp.IsZero() && !now.Before(exp) {
+			return unauthenticated(fmt.Sprintf("API key %s expired at %s", ks.k.ID, exp.Format(time.RFC3339)))
+		}
+		ks.lastUsed.Store(now.UnixNano())
+		s = ks.t
 	}
-	ks.lastUsed.Store(now.UnixNano())
+	t := s.t.Load()
 	ex.Tenant = t.Name
 	if len(t.Models) > 0 && !slices.Contains(t.Models, ex.Model) {
 		return problem.New(http.StatusForbidden, CodeForbidden,

@@ -4,6 +4,8 @@
 package testbin
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
 	"os"
 	"os/exec"
@@ -31,8 +33,12 @@ func Build(t testing.TB, pkg string) string {
 	}
 	if dir == "" {
 		// Under the repository's .cache, not /tmp: a test run leaves no
-		// folder of its own behind.
-		dir = filepath.Join(RepoRoot(t), ".cache", "testbin")
+		// folder of its own behind. One folder per checkout: git worktrees
+		// may share one .cache (a link), and a binary built from another
+		// branch must not replace this one's while its tests run.
+		root, _ := filepath.Abs(RepoRoot(t))
+		sum := sha256.Sum256([]byte(root))
+		dir = filepath.Join(RepoRoot(t), ".cache", "testbin", hex.EncodeToString(sum[:6]))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
