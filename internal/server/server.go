@@ -35,6 +35,7 @@ import (
 	"tandem/internal/metrics"
 	"tandem/internal/peerstats"
 	"tandem/internal/runtime/onnx"
+	"tandem/internal/runtime/python"
 	"tandem/internal/store"
 	"tandem/internal/tenant"
 	"tandem/internal/tracing"
@@ -141,12 +142,16 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	shareTenants(replicas, tenants, TenantCatalogInterval, log, &stack)
 	peers := openPeerStats(ctx, replicas, tenants, sec, cfg.Tick, log, &stack)
 	self, _ := os.Executable()
+	pyRT, err := openPython(dataDir)
+	if err != nil {
+		return err
+	}
 	m := metrics.New()
 	m.Registry.MustRegister(meter)
 	ctrl := controller.New(controller.Config{
 		Store: st, Backends: backends, ReplicaBackends: replicas, DefaultBackend: cfg.Backend, Metrics: m,
 		Logger: log, Tick: cfg.Tick, Meter: meter, MaxInstances: cfg.MaxInstances,
-		Runtimes: []controller.Runtime{onnx.Runtime{Self: self}}, Peers: peers.controller(),
+		Runtimes: []controller.Runtime{onnx.Runtime{Self: self}, pyRT}, Peers: peers.controller(),
 	})
 
 	gl, err := net.Listen("tcp", cfg.Listen)
@@ -397,4 +402,13 @@ func (s *stopStack) stop() {
 		(*s)[i]()
 	}
 	*s = nil
+}
+
+// openPython writes tandem's Python bootstrap under the data folder.
+func openPython(dataDir string) (python.Runtime, error) {
+	path, err := python.Install(dataDir)
+	if err != nil {
+		return python.Runtime{}, err
+	}
+	return python.Runtime{Bootstrap: path, Cache: filepath.Join(dataDir, "python", "pycache")}, nil
 }
