@@ -108,20 +108,20 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	spec.Env = b.environ(spec, f)
 	marker := b.marker(spec.ID)
 	if err := os.WriteFile(marker, []byte(spec.Deployment+"\n"), 0o644); err != nil {
-		f.exited("could not be recorded")
+		f.exited("the function could not be recorded")
 		return backend.Instance{}, fmt.Errorf("%w: %s: recording the function instance: %v", backend.ErrStartFailed, spec.ID, err)
 	}
 	listen := time.Since(t0)
 	inst, err := b.inner.Start(ctx, spec)
 	if err != nil {
-		f.exited("did not start")
+		f.exited("the function did not start")
 		os.Remove(marker)
 		return inst, err
 	}
 	exitCh, err := b.inner.Wait(spec.ID)
 	if err != nil {
 		b.inner.Stop(context.Background(), spec.ID, 0)
-		f.exited("was lost")
+		f.exited("the function was lost")
 		os.Remove(marker)
 		return backend.Instance{}, fmt.Errorf("%w: %s: %v", backend.ErrStartFailed, spec.ID, err)
 	}
@@ -184,7 +184,11 @@ func (b *Backend) watch(id string, fi *fnInstance, exitCh <-chan backend.Exit, m
 		e = backend.Exit{Code: -1, Err: fmt.Errorf("backend stopped tracking it"), At: time.Now()}
 	}
 	e.Reason = fi.f.stopReason()
-	fi.f.exited(e.String())
+	why := e.String()
+	if e.Reason == "" {
+		why = "the function " + why
+	}
+	fi.f.exited(why)
 	os.Remove(marker)
 	b.mu.Lock()
 	fi.exit = e
@@ -284,7 +288,7 @@ func (b *Backend) Close() error {
 	}
 	b.mu.Unlock()
 	for _, fi := range fis {
-		fi.f.exited("lost its Runtime API: tandem stopped")
+		fi.f.exited("the function lost its Runtime API: tandem stopped")
 	}
 	return err
 }

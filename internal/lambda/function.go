@@ -127,19 +127,25 @@ type function struct {
 
 	ready     chan struct{}
 	readyOnce sync.Once
-	dead      chan struct{}
-	deadOnce  sync.Once
+	// stopping closes when tandem decides to stop the instance (an
+	// overrun, an init error), dead when it has ended: from either on,
+	// the ingress takes no new event.
+	stopping chan struct{}
+	stopOnce sync.Once
+	dead     chan struct{}
+	deadOnce sync.Once
 
 	mu      sync.Mutex
 	current *invocation
 	why     string // set before dead closes: how the instance ended
 	initErr *ErrorBody
-	reason  string // why tandem stopped the instance, for its Exit
+	reason  string      // why tandem stopped the instance, for its Exit
+	overrun *invocation // the event whose overrun stops the instance
 }
 
 func newFunction(id, name, arn, shape string, timeout time.Duration, log *slog.Logger, kill func(string)) (*function, error) {
 	f := &function{id: id, name: name, arn: arn, shape: shape, timeout: timeout, log: log, kill: kill,
-		events: make(chan *invocation), slot: make(chan struct{}, 1), ready: make(chan struct{}), dead: make(chan struct{})}
+		events: make(chan *invocation), slot: make(chan struct{}, 1), ready: make(chan struct{}), stopping: make(chan struct{}), dead: make(chan struct{})}
 	var err error
 	if f.apiLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		return nil, fmt.Errorf("opening the Runtime API's listener: %w", err)
@@ -177,11 +183,14 @@ func (f *function) exited(why string) {
 		f.mu.Lock()
 		f.why = why
 		inv := f.current
+		if inv == f.overrun {
+			inv = nil // overran answers it, now that the instance has ended
+		}
 		f.mu.Unlock()
 		close(f.dead)
 		if inv != nil {
 			f.complete(inv, result{failed: true, errType: "Runtime.ExitError",
-				payload: errorJSON("Runtime.ExitError", fmt.Sprintf("RequestId: %s Error: Runtime exited: the function %s", inv.id, why))})
+				payload: errorJSON("Runtime.ExitError", fmt.Sprintf("RequestId: %s Error: Runtime exited: %s", inv.id, why))})
 		}
 		go f.shutdown()
 	})
@@ -211,6 +220,7 @@ func (f *function) stop(reason string) {
 		f.reason = reason
 	}
 	f.mu.Unlock()
+	f.stopOnce.Do(func() { close(f.stopping) })
 	f.kill(reason)
 }
 
@@ -278,17 +288,26 @@ func (f *function) next(w http.ResponseWriter, r *http.Request) {
 }
 
 // overran ends an event the function still holds at its deadline, and the
-// instance with it (Lambda stops a function that times out).
+// instance with it (Lambda stops a function that times out). The event is
+// answered once the instance has ended, so that the next request cannot
+// reach it.
 func (f *function) overran(inv *invocation) {
 	f.mu.Lock()
 	held := f.current == inv
+	if held {
+		f.overrun = inv
+	}
 	f.mu.Unlock()
 	if !held {
 		return
 	}
+	f.stop(fmt.Sprintf("the function overran timeouts.request (%s) on request %s and was stopped", f.timeout, inv.id))
+	select {
+	case <-f.dead:
+	case <-time.After(10 * time.Second): // a stop that does not end it
+	}
 	msg := fmt.Sprintf("RequestId: %s Error: Task timed out after %.2f seconds", inv.id, f.timeout.Seconds())
 	f.complete(inv, result{failed: true, timeout: true, errType: "Sandbox.Timedout", payload: errorJSON("Sandbox.Timedout", msg)})
-	f.stop(fmt.Sprintf("the function overran timeouts.request (%s) on request %s and was stopped", f.timeout, inv.id))
 }
 
 // pending returns the event the function holds if its id is id.
@@ -410,6 +429,31 @@ func (f *function) ingress(w http.ResponseWriter, r *http.Request) {
 		f.readiness(w)
 		return
 	}
+	// One event at a time: wait for the slot before reading the body, so
+	// that a request that reaches an instance being stopped is cut without
+	// an answer and unread, which the gateway sends to another instance.
+	ctx := r.Context()
+	select {
+	case f.slot <- struct{}{}:
+	case <-ctx.Done():
+		return
+	case <-f.stopping:
+		panic(http.ErrAbortHandler)
+	case <-f.dead:
+		panic(http.ErrAbortHandler)
+	}
+	select {
+	case <-f.stopping:
+		<-f.slot
+		panic(http.ErrAbortHandler)
+	default:
+	}
+	held := true
+	defer func() {
+		if held {
+			<-f.slot
+		}
+	}()
 	at := time.Now()
 	id := NewRequestID()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxPayload))
@@ -432,15 +476,6 @@ func (f *function) ingress(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ctx := r.Context()
-	select {
-	case f.slot <- struct{}{}:
-	case <-ctx.Done():
-		return
-	case <-f.dead:
-		f.answerDead(w, raw, id)
-		return
-	}
 	inv := &invocation{id: id, payload: payload, deadline: at.Add(f.timeout), traceID: traceID(at),
 		done: make(chan result, 1)}
 	if cc := r.Header.Get(HeaderClientContextIn); cc != "" && raw {
@@ -450,11 +485,13 @@ func (f *function) ingress(w http.ResponseWriter, r *http.Request) {
 	}
 	select {
 	case f.events <- inv:
+		held = false // the slot is the event's now: complete frees it
 	case <-ctx.Done():
-		<-f.slot
+		return
+	case <-f.stopping:
+		f.answerDead(w, raw, id)
 		return
 	case <-f.dead:
-		<-f.slot
 		f.answerDead(w, raw, id)
 		return
 	}
@@ -516,9 +553,11 @@ func (f *function) readiness(w http.ResponseWriter) {
 // answerDead answers a request that reached an instance that has ended.
 func (f *function) answerDead(w http.ResponseWriter, raw bool, id string) {
 	f.mu.Lock()
-	why := f.why
+	msg := fmt.Sprintf("RequestId: %s Error: Runtime exited: %s", id, f.why)
+	if f.why == "" {
+		msg = fmt.Sprintf("RequestId: %s Error: the instance is being stopped: %s", id, f.reason)
+	}
 	f.mu.Unlock()
-	msg := fmt.Sprintf("RequestId: %s Error: Runtime exited: the function %s", id, why)
 	if raw {
 		w.Header().Set(HeaderFunctionError, "Unhandled")
 		w.Header().Set("Content-Type", "application/json")

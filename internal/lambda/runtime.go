@@ -10,31 +10,44 @@ import (
 	"tandem/internal/manifest"
 )
 
-// Runtime is the deploy-time knowledge of a custom runtime function
-// (runtime.lambda.command, such as a Go function's ./bootstrap): its
-// program is the command, its readiness path ReadyPath. The Runtime API
-// itself is served by the Backend decorator (Wrap), which does not care
-// what the program is.
-type Runtime struct{}
+// Runtime is the deploy-time knowledge of functions (runtime.lambda): a
+// custom runtime's program (runtime.lambda.command, such as a Go
+// function's ./bootstrap) is the command; a handler (runtime.lambda.handler)
+// is prepared by Handler. Either way the readiness path is ReadyPath. The
+// Runtime API itself is served by the Backend decorator (Wrap), which does
+// not care what the program is.
+type Runtime struct {
+	// Handler prepares handler functions (tandem's Python runtime); nil
+	// leaves them to another runtime.
+	Handler controller.Runtime
+}
 
 var _ controller.Runtime = Runtime{}
 
-// Handles reports whether m is a custom runtime function.
-func (Runtime) Handles(m *manifest.Manifest) bool {
-	return m.Runtime.Lambda != nil && len(m.Runtime.Lambda.Command) > 0
+// Handles reports whether m is a function this runtime prepares.
+func (r Runtime) Handles(m *manifest.Manifest) bool {
+	l := m.Runtime.Lambda
+	return l != nil && (len(l.Command) > 0 || r.Handler != nil && r.Handler.Handles(m))
 }
 
 // Describe has no metadata to read.
 func (Runtime) Describe(*manifest.Manifest) (json.RawMessage, error) { return nil, nil }
 
-// Prepare sets runtime.command to the function's program and the
-// readiness path to ReadyPath.
-func (Runtime) Prepare(backendName string, spec *backend.Spec) error {
+// Prepare sets runtime.command to the function's program (Handler's for a
+// handler) and the readiness path to ReadyPath.
+func (r Runtime) Prepare(backendName string, spec *backend.Spec) error {
 	if backendName != manifest.BackendProcess {
 		return fmt.Errorf("runtime.lambda runs on the process backend only, not %s", backendName)
 	}
+	if len(spec.Manifest.Runtime.Lambda.Command) == 0 {
+		if err := r.Handler.Prepare(backendName, spec); err != nil {
+			return err
+		}
+	}
 	cp := *spec.Manifest
-	cp.Runtime.Command = slices.Clone(cp.Runtime.Lambda.Command)
+	if len(cp.Runtime.Lambda.Command) > 0 {
+		cp.Runtime.Command = slices.Clone(cp.Runtime.Lambda.Command)
+	}
 	PrepareManifest(&cp)
 	spec.Manifest = &cp
 	return nil

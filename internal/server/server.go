@@ -31,6 +31,7 @@ import (
 	"tandem/internal/dashboard"
 	"tandem/internal/gateway"
 	"tandem/internal/inference"
+	"tandem/internal/lambda"
 	"tandem/internal/manifest"
 	"tandem/internal/metrics"
 	"tandem/internal/peerstats"
@@ -151,7 +152,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	ctrl := controller.New(controller.Config{
 		Store: st, Backends: backends, ReplicaBackends: replicas, DefaultBackend: cfg.Backend, Metrics: m,
 		Logger: log, Tick: cfg.Tick, Meter: meter, MaxInstances: cfg.MaxInstances,
-		Runtimes: []controller.Runtime{onnx.Runtime{Self: self}, pyRT}, Peers: peers.controller(),
+		Runtimes: []controller.Runtime{onnx.Runtime{Self: self}, lambda.Runtime{Handler: pyRT}, pyRT}, Peers: peers.controller(),
 	})
 
 	gl, err := net.Listen("tcp", cfg.Listen)
@@ -221,7 +222,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		Logger: log.With("component", "v2"), Front: gw})
 	gw.Handle("/v2", v2.Handler())
 	gw.Handle("/v2/", v2.Handler())
-	gw.MountOpenAI(m.Registry) // /v1/: the OpenAI-compatible door
+	gw.MountOpenAI(m.Registry)             // /v1/: the OpenAI-compatible door
+	gw.MountInvoke(gateway.InvokeConfig{}) // /2015-03-31/functions/: the Lambda Invoke API
 	gsrv := gateway.NewHTTPServer(tracer.Handler(gw), cfg.Limits)
 
 	errc := make(chan error, 3)
@@ -335,8 +337,11 @@ func openBackends(cfg Config, dataDir string, log *slog.Logger, stack *stopStack
 	if err != nil {
 		return nil, nil, err
 	}
-	backends[pb.Name()] = pb
-	stack.push(func() { pb.Close() })
+	// Function instances (runtime.lambda) get their Runtime API from this
+	// process.
+	fb := lambda.Wrap(pb, lambda.Config{Dir: filepath.Join(dataDir, "lambda"), Logger: log.With("component", "lambda")})
+	backends[fb.Name()] = fb
+	stack.push(func() { fb.Close() })
 	if useDocker(cfg) {
 		db, err := docker.New(docker.Config{DataDir: dataDir, Logger: log.With("component", "docker")})
 		switch {
