@@ -115,27 +115,25 @@ func (iv *invoker) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	body, err := readInvokeBody(w, r)
-	if err != nil {
-		writeInvokeError(w, err)
-		return
-	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		body = []byte("{}") // as Lambda: an invocation without a payload gets {}
-	} else if !json.Valid(body) {
-		var se *json.SyntaxError
-		msg := "Could not parse request body into json: the payload is not valid JSON"
-		if err := json.Unmarshal(body, new(any)); errors.As(err, &se) {
-			msg = fmt.Sprintf("Could not parse request body into json: %v at byte %d", se, se.Offset)
-		}
-		writeInvokeError(w, problem.New(http.StatusBadRequest, "InvalidRequestContentException", msg))
-		return
-	}
+	// Admitted before the event is read: a refused caller sends no 6 MB.
 	ex, err := iv.g.Begin(r.Context(), ProtocolLambda, name, r.Header)
 	if err != nil {
 		w.Header().Set(HeaderColdStart, "false")
 		writeInvokeError(w, err)
 		return
+	}
+	body, err := readInvokeBody(w, r)
+	if err == nil {
+		err = checkEvent(body)
+	}
+	if err != nil {
+		pe := problem.From(err)
+		writeInvokeError(w, pe)
+		ex.Finish(pe.Status, false, errNotServed)
+		return
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		body = []byte("{}") // as Lambda: an invocation without a payload gets {}
 	}
 	switch kind {
 	case "DryRun":
@@ -147,6 +145,20 @@ func (iv *invoker) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	iv.invoke(w, r, ex, body)
+}
+
+// checkEvent refuses an event that is not JSON, as Lambda does (an empty
+// one is {}).
+func checkEvent(body []byte) error {
+	if len(bytes.TrimSpace(body)) == 0 || json.Valid(body) {
+		return nil
+	}
+	msg := "Could not parse request body into json: the payload is not valid JSON"
+	var se *json.SyntaxError
+	if err := json.Unmarshal(body, new(any)); errors.As(err, &se) {
+		msg = fmt.Sprintf("Could not parse request body into json: %v at byte %d", se, se.Offset)
+	}
+	return problem.New(http.StatusBadRequest, "InvalidRequestContentException", msg)
 }
 
 // submit hands an Event invocation to the async submitter.

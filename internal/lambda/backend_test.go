@@ -24,7 +24,7 @@ import (
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // newWrapped is Wrap around a real process backend over dir.
-func newWrapped(t *testing.T, dir string) *Backend {
+func newWrapped(t testing.TB, dir string) *Backend {
 	t.Helper()
 	pb, err := process.New(process.Config{DataDir: dir, Logger: quiet})
 	if err != nil {
@@ -35,7 +35,7 @@ func newWrapped(t *testing.T, dir string) *Backend {
 
 // fnSpec is a spec of testdata/fn (aws-lambda-go) as the controller gives
 // it: the manifest parsed with defaults, prepared by Runtime.
-func fnSpec(t *testing.T, id, yaml string) backend.Spec {
+func fnSpec(t testing.TB, id, yaml string) backend.Spec {
 	t.Helper()
 	bin := testbin.Build(t, "tandem/internal/lambda/testdata/fn")
 	m, err := manifest.Parse([]byte("name: fn\nruntime:\n  lambda:\n    command: ["+bin+"]\n"+yaml), t.TempDir())
@@ -61,7 +61,7 @@ func start(t *testing.T, b *Backend, spec backend.Spec) backend.Instance {
 }
 
 // waitReady polls the ingress's readiness path as the controller does.
-func waitReady(t *testing.T, addr string) {
+func waitReady(t testing.TB, addr string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
