@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -350,6 +351,52 @@ func TestLambda_StartFailures(t *testing.T) {
 		t.Errorf("the process that overran (pid %d) still runs", before)
 	}
 	s.waitFor("one instance of slow", 30*time.Second, func(st *controller.Status) bool { return instances(st) == 1 }, "slow")
+}
+
+// TestLambda_RestartStopsOrphans: after kill -9 of tandem a function's
+// process that runs on without its Runtime API is stopped by the next
+// tandem rather than adopted, and the function is served by a new
+// instance.
+func TestLambda_RestartStopsOrphans(t *testing.T) {
+	var pids []int
+	t.Cleanup(func() {
+		for _, pid := range pids {
+			if alive(pid) {
+				t.Errorf("function process %d outlived tandem", pid)
+			}
+		}
+	})
+	s := startServer(t, "")
+	// A runtime that outlives its Runtime API (aws-lambda-go's exits when
+	// the API is gone).
+	s.deploy("", fnManifest(t, "gofn", "apigw-v1", "  env: {FN_INIT: survive}\n"))
+	pid := func(what string) int {
+		t.Helper()
+		var seen fnSeen
+		r := s.send("GET", "/models/gofn/echo", nil, nil)
+		if r.code != 200 || json.Unmarshal([]byte(r.body), &seen) != nil {
+			t.Fatalf("%s: %v", what, r)
+		}
+		pids = append(pids, seen.PID)
+		return seen.PID
+	}
+	before := pid("before the restart")
+	s.stop(syscall.SIGKILL)
+	if !alive(before) {
+		t.Fatalf("the function's process %d ended with tandem: the test needs it left behind", before)
+	}
+	s.start()
+	after := pid("after the restart")
+	if after == before {
+		t.Errorf("the function process left by the killed tandem (%d) was adopted; its Runtime API is gone", before)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for alive(before) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if alive(before) {
+		t.Errorf("the function process left by the killed tandem (%d) still runs", before)
+	}
 }
 
 const gatewayCold = "X-Tandem-Cold-Start"

@@ -35,8 +35,9 @@ type Backend struct {
 	cfg   Config
 	log   *slog.Logger
 
-	mu  sync.Mutex
-	fns map[string]*fnInstance
+	mu     sync.Mutex
+	fns    map[string]*fnInstance
+	closed bool
 }
 
 // fnInstance is a function instance the decorator tracks, until a minute
@@ -183,13 +184,22 @@ func (b *Backend) watch(id string, fi *fnInstance, exitCh <-chan backend.Exit, m
 	if !ok {
 		e = backend.Exit{Code: -1, Err: fmt.Errorf("backend stopped tracking it"), At: time.Now()}
 	}
+	b.mu.Lock()
+	if b.closed {
+		// The backend closed, not the instance: its process may run on,
+		// and the next tandem's Recover needs the marker to stop it.
+		marker = ""
+	}
+	b.mu.Unlock()
 	e.Reason = fi.f.stopReason()
 	why := e.String()
 	if e.Reason == "" {
 		why = "the function " + why
 	}
 	fi.f.exited(why)
-	os.Remove(marker)
+	if marker != "" {
+		os.Remove(marker)
+	}
 	b.mu.Lock()
 	fi.exit = e
 	close(fi.done)
@@ -280,6 +290,9 @@ func (b *Backend) Recover(ctx context.Context) ([]backend.Instance, error) {
 // Close closes inner and every function's listeners (the instances keep
 // running until the next tandem stops them).
 func (b *Backend) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
 	err := b.inner.Close()
 	b.mu.Lock()
 	fis := make([]*fnInstance, 0, len(b.fns))

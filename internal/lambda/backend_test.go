@@ -243,7 +243,7 @@ func TestBackend_PayloadLimits(t *testing.T) {
 func TestBackend_RecoverStopsFunctions(t *testing.T) {
 	dir := t.TempDir()
 	b1 := newWrapped(t, dir)
-	inst := start(t, b1, fnSpec(t, "fn-left", ""))
+	inst := start(t, b1, fnSpec(t, "fn-left", "  env: {FN_INIT: survive}\n"))
 	waitReady(t, inst.Addr)
 	resp, body := do(t, "GET", "http://"+inst.Addr+"/echo", nil, nil)
 	var s struct{ PID int }
@@ -252,6 +252,10 @@ func TestBackend_RecoverStopsFunctions(t *testing.T) {
 	}
 	pid := s.PID
 	b1.Close() // as a crash of tandem: the process runs on
+	time.Sleep(100 * time.Millisecond)
+	if syscall.Kill(pid, 0) != nil {
+		t.Fatalf("the function's process %d ended with its Runtime API: the test needs it left behind", pid)
+	}
 
 	b2 := newWrapped(t, dir)
 	defer b2.Close()

@@ -191,9 +191,32 @@ func main() {
 			resp.Body.Close()
 		}
 		time.Sleep(time.Hour)
+	case "survive":
+		survive()
 	case "exit":
 		os.Stderr.WriteString("fn: giving up before asking for an event\n")
 		os.Exit(7)
 	}
 	lambda.Start(handle)
+}
+
+// survive is a runtime of its own that outlives its Runtime API: it asks
+// for events with a plain HTTP client and, when the API is gone, keeps
+// trying (as a runtime that retries would), so that only tandem can end it.
+func survive() {
+	api := "http://" + os.Getenv("AWS_LAMBDA_RUNTIME_API") + "/2018-06-01/runtime/invocation/"
+	for {
+		resp, err := http.Get(api + "next")
+		if err != nil {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		resp.Body.Close()
+		id := resp.Header.Get("Lambda-Runtime-Aws-Request-Id")
+		b, _ := json.Marshal(Seen{Shape: "survive", PID: os.Getpid()})
+		out, _ := json.Marshal(events.APIGatewayProxyResponse{StatusCode: 200, Body: string(b)})
+		if r, err := http.Post(api+id+"/response", "application/json", bytes.NewReader(out)); err == nil {
+			r.Body.Close()
+		}
+	}
 }
