@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"tandem/internal/controller"
 	"tandem/internal/testbin"
 )
 
@@ -145,24 +144,239 @@ func TestPython_WSGIFlaskAppUnchanged(t *testing.T) {
 	}
 }
 
-// A WSGI app whose module fails to import reports the traceback on the
-// request and in status.
-func TestPython_WSGIImportErrorOnTheRequest(t *testing.T) {
+// pidApp is a WSGI app that answers its pid, its parent's and a random
+// number drawn after start (a fork that kept the template's seed would
+// draw the same in every instance).
+const pidApp = `import os, random, time
+random.random()  # the template's state, copied into every fork
+START = time.time()
+
+def app(environ, start_response):
+    body = ("%d %d %r" % (os.getpid(), os.getppid(), random.random())).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+`
+
+// tandemProcs lists the processes running dataDir's bootstrap (templates
+// and instances of one tandem serve).
+func tandemProcs(t *testing.T, dataDir string) []int {
+	t.Helper()
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err == nil && strings.Contains(string(cmd), filepath.Join(dataDir, "python")) && alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// noneLeft fails when a process of dataDir's bootstrap outlives the test.
+func noneLeft(t *testing.T, dataDir string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left := tandemProcs(t, dataDir)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, pid := range left {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+			t.Fatalf("processes left behind: %v", left)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func ppid(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	n, _ := strconv.Atoi(f[1])
+	return n
+}
+
+func metricSum(t *testing.T, s *server, prefix string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + s.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var sum float64
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			f := strings.Fields(l)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			sum += v
+		}
+	}
+	return sum
+}
+
+// Instances forked from a template: a cold start from zero is a fork (the
+// phase shows in the metrics), every instance draws its own random
+// numbers, a kill -9 of one leaves the template and the others serving,
+// and nothing is left running after tandem stops.
+func TestPython_TemplateForksIsolatedInstances(t *testing.T) {
 	needDebianPython(t)
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "broken.py"), "import json\nraise ValueError('model file is corrupt')\n")
-	s := startServer(t, "")
-	s.deploy(dir, fmt.Sprintf("name: broken\nruntime:\n  wsgi: broken:app\n  python: %s\n  workdir: .\ntimeouts:\n  startup: 30s\n", debianPython))
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	_ = ctx
+	writeFile(t, filepath.Join(dir, "pidapp.py"), pidApp)
+	dataDir := t.TempDir()
+	s := startServer(t, dataDir)
+	s.deploy(dir, fmt.Sprintf(`name: forked
+runtime:
+  wsgi: pidapp:app
+  python: %s
+  workdir: .
+  template: {keep: 1h}
+scaling: {min: 0, max: 3, idle_timeout: 1s}
+timeouts: {startup: 30s, grace: 2s}
+`, debianPython))
+	answer := func() (pid, parent int, rnd string) {
+		t.Helper()
+		r := s.call("GET", "/models/forked/", "")
+		if r.code != 200 {
+			t.Fatalf("request: %v", r)
+		}
+		if _, err := fmt.Sscanf(r.body, "%d %d %s", &pid, &parent, &rnd); err != nil {
+			t.Fatalf("answer %q: %v", r.body, err)
+		}
+		return
+	}
+	pid1, tpl, rnd1 := answer()
+	if tpl == 0 || ppid(tpl) != s.cmd.Process.Pid {
+		t.Fatalf("instance %d's parent %d is not a template started by tandem (pid %d)", pid1, tpl, s.cmd.Process.Pid)
+	}
+	// From zero: the template stays, the next instance is a fork of it.
+	s.waitFor("scale to zero", 30*time.Second, func(st *controller.Status) bool { return len(st.Instances) == 0 }, "forked")
+	if !alive(tpl) || alive(pid1) {
+		t.Fatalf("at zero: template alive %v (want true), instance alive %v (want false)", alive(tpl), alive(pid1))
+	}
+	pid2, tpl2, rnd2 := answer()
+	if tpl2 != tpl || pid2 == pid1 {
+		t.Fatalf("second cold start: pid %d of %d, want a new fork of the template %d", pid2, tpl2, tpl)
+	}
+	if rnd1 == rnd2 {
+		t.Errorf("two forks drew the same random number %s: random is not reseeded", rnd1)
+	}
+	if n := metricSum(t, s, `tandem_instance_start_phase_seconds_count{model="forked",phase="fork"}`); n < 2 {
+		t.Errorf("fork phases counted: %v, want 2", n)
+	}
+	if n := metricSum(t, s, `tandem_templates{model="forked"}`); n != 1 {
+		t.Errorf("tandem_templates: %v, want 1", n)
+	}
+	if n := metricSum(t, s, `tandem_instances{model="forked"`); n > 1 {
+		t.Errorf("tandem_instances counts %v, want the instance only (not the template)", n)
+	}
+
+	// A crash of one forked instance leaves the template and the others.
+	s.deploy(dir, fmt.Sprintf(`name: forked
+runtime:
+  wsgi: pidapp:app
+  python: %s
+  workdir: .
+  template: {keep: 1h}
+scaling: {min: 2, max: 3, idle_timeout: 1s}
+timeouts: {startup: 30s, grace: 2s}
+`, debianPython))
+	st := s.waitFor("two ready", 60*time.Second, func(st *controller.Status) bool {
+		return st.Ready == 2 && len(st.Instances) == 2
+	}, "forked")
+	var pids []int
+	for _, in := range st.Instances {
+		resp, err := http.Get("http://" + in.Addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var p, pp int
+		fmt.Sscanf(string(b), "%d %d", &p, &pp)
+		pids = append(pids, p)
+	}
+	newTpl := ppid(pids[0])
+	if newTpl != ppid(pids[1]) || newTpl == 0 {
+		t.Fatalf("instances %v do not share a template", pids)
+	}
+	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if r := s.call("GET", "/models/forked/", ""); r.code != 200 {
+			t.Fatalf("request %d after kill -9 of one instance: %v", i, r)
+		}
+	}
+	if !alive(newTpl) || !alive(pids[1]) {
+		t.Fatalf("after kill -9 of %d: template alive %v, other instance alive %v", pids[0], alive(newTpl), alive(pids[1]))
+	}
+	s.waitFor("the crashed instance replaced", 60*time.Second, func(st *controller.Status) bool {
+		return st.Ready == 2 && st.Restarts >= 1
+	}, "forked")
+	// The old revision's template ended once its last instance had.
+	deadline := time.Now().Add(20 * time.Second)
+	for alive(tpl) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first revision's template %d still runs", tpl)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// Delete: the template goes too.
+	if out, err := s.tandem("delete", "forked"); err != nil {
+		t.Fatalf("delete: %v\n%s", err, out)
+	}
+	noneLeft(t, dataDir)
+}
+
+// A template that fails to import reports the Python traceback on the
+// request and in status, and leaves nothing running.
+func TestPython_TemplateImportErrorReported(t *testing.T) {
+	needDebianPython(t)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "broken.py"), "import json\n\ndef load():\n    raise ValueError('model file is corrupt')\n\nload()\n")
+	dataDir := t.TempDir()
+	s := startServer(t, dataDir)
+	s.deploy(dir, fmt.Sprintf("name: broken\nruntime:\n  wsgi: broken:app\n  python: %s\n  workdir: .\n  template: {}\ntimeouts:\n  startup: 30s\n", debianPython))
 	r := s.call("GET", "/models/broken/", "")
-	if r.code != 502 || !strings.Contains(r.body, "exited") {
-		t.Fatalf("request to a broken app: %v", r)
+	if r.code != 502 || !strings.Contains(r.body, "ValueError: model file is corrupt") || !strings.Contains(r.body, "line 4, in load") {
+		t.Fatalf("request to a broken app: %v, want a 502 with the traceback", r)
 	}
-	out, _ := s.tandem("logs", "broken")
-	if !strings.Contains(out, "ValueError: model file is corrupt") {
-		t.Fatalf("logs lack the traceback:\n%s", out)
+	st := s.status("broken")
+	if !strings.Contains(st.LastError, "ValueError: model file is corrupt") {
+		t.Fatalf("status last_error %q lacks the traceback", st.LastError)
 	}
-	_ = json.Valid
+	out, _ := s.tandem("status", "broken")
+	if !strings.Contains(out, "model file is corrupt") {
+		t.Fatalf("tandem status lacks the traceback:\n%s", out)
+	}
+	s.stop(syscall.SIGTERM)
+	noneLeft(t, dataDir)
+}
+
+// A template refuses code that starts threads at import (a fork copies
+// only the forking thread), saying so.
+func TestPython_TemplateRefusesThreads(t *testing.T) {
+	needDebianPython(t)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "threaded.py"), "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,), daemon=True, name='poller').start()\n\ndef app(e, sr):\n    sr('200 OK', [])\n    return [b'ok']\n")
+	dataDir := t.TempDir()
+	s := startServer(t, dataDir)
+	s.deploy(dir, fmt.Sprintf("name: threaded\nruntime:\n  wsgi: threaded:app\n  python: %s\n  workdir: .\n  template: {}\ntimeouts:\n  startup: 30s\n", debianPython))
+	r := s.call("GET", "/models/threaded/", "")
+	if r.code != 502 || !strings.Contains(r.body, "started threads at import (poller)") {
+		t.Fatalf("request: %v, want a 502 naming the thread", r)
+	}
+	s.stop(syscall.SIGTERM)
+	noneLeft(t, dataDir)
 }

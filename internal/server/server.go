@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -136,7 +137,18 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	stack.push(func() { al.Close() })
 	cfg.PeerAddr = peerAddr(cfg.PeerAddr, al.Addr())
 
-	backends, replicas, err := openBackends(cfg, dataDir, log, &stack)
+	// Templates (Python instances forked from a warm process) end with a
+	// revision no longer deployed; the controller says which are.
+	var ctrlRef atomic.Pointer[controller.Controller]
+	tpls := python.TemplateConfig{DataDir: dataDir, Logger: log, Live: func(name, rev string) bool {
+		c := ctrlRef.Load()
+		if c == nil {
+			return true
+		}
+		d, ok := c.Lookup(name)
+		return ok && d.Manifest().Hash() == rev
+	}}
+	backends, replicas, templates, err := openBackends(cfg, dataDir, log, &stack, tpls)
 	if err != nil {
 		return err
 	}
@@ -149,11 +161,13 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	m := metrics.New()
 	m.Registry.MustRegister(meter)
+	m.Registry.MustRegister(templates)
 	ctrl := controller.New(controller.Config{
 		Store: st, Backends: backends, ReplicaBackends: replicas, DefaultBackend: cfg.Backend, Metrics: m,
 		Logger: log, Tick: cfg.Tick, Meter: meter, MaxInstances: cfg.MaxInstances,
 		Runtimes: []controller.Runtime{onnx.Runtime{Self: self}, lambda.Runtime{Handler: pyRT}, pyRT}, Peers: peers.controller(),
 	})
+	ctrlRef.Store(ctrl)
 
 	gl, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -331,16 +345,19 @@ func openMeter(dataDir, pricesFile string, log *slog.Logger, stack *stopStack) (
 	return meter, nil
 }
 
-func openBackends(cfg Config, dataDir string, log *slog.Logger, stack *stopStack) (map[string]backend.Backend, map[string]backend.ReplicaBackend, error) {
+func openBackends(cfg Config, dataDir string, log *slog.Logger, stack *stopStack, tcfg python.TemplateConfig) (map[string]backend.Backend, map[string]backend.ReplicaBackend, *python.Templates, error) {
 	backends := map[string]backend.Backend{}
 	pb, err := process.New(process.Config{DataDir: dataDir, Logger: log.With("component", "process")})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	// Function instances (runtime.lambda) get their Runtime API from this
-	// process.
-	fb := lambda.Wrap(pb, lambda.Config{Dir: filepath.Join(dataDir, "lambda"), Logger: log.With("component", "lambda")})
-	backends[fb.Name()] = fb
+	// Instances of a manifest with runtime.template are forked, the rest
+	// started by the process backend.
+	tb := python.Wrap(pb, tcfg)
+	// Function instances (runtime.lambda), forked or not, get their
+	// Runtime API from this process.
+	fb := lambda.Wrap(tb, lambda.Config{Dir: filepath.Join(dataDir, "lambda"), Logger: log.With("component", "lambda")})
+	backends[pb.Name()] = fb
 	stack.push(func() { fb.Close() })
 	if useDocker(cfg) {
 		db, err := docker.New(docker.Config{DataDir: dataDir, Logger: log.With("component", "docker")})
@@ -349,7 +366,7 @@ func openBackends(cfg Config, dataDir string, log *slog.Logger, stack *stopStack
 			backends[db.Name()] = db
 			stack.push(func() { db.Close() })
 		case cfg.Docker == "on" || cfg.Backend == manifest.BackendDocker:
-			return nil, nil, fmt.Errorf("docker backend: %w (run scripts/docker.sh install start)", err)
+			return nil, nil, nil, fmt.Errorf("docker backend: %w (run scripts/docker.sh install start)", err)
 		default:
 			log.Warn("docker backend unavailable", "err", err)
 		}
@@ -360,7 +377,7 @@ func openBackends(cfg Config, dataDir string, log *slog.Logger, stack *stopStack
 		kb, err := kubernetes.New(kubernetes.Config{Kubeconfig: cfg.Kubeconfig, Namespace: cfg.KubeNamespace,
 			HostNetwork: cfg.KubeHostNetwork, PeerAddr: cfg.PeerAddr, Logger: log.With("component", "kubernetes")})
 		if err != nil {
-			return nil, nil, fmt.Errorf("kubernetes backend: %w", err)
+			return nil, nil, nil, fmt.Errorf("kubernetes backend: %w", err)
 		}
 		replicas[kb.Name()] = kb
 		stack.push(func() { kb.Close() })
@@ -368,9 +385,9 @@ func openBackends(cfg Config, dataDir string, log *slog.Logger, stack *stopStack
 	_, inst := backends[cfg.Backend]
 	_, repl := replicas[cfg.Backend]
 	if !inst && !repl {
-		return nil, nil, fmt.Errorf("--backend %s is not available here", cfg.Backend)
+		return nil, nil, nil, fmt.Errorf("--backend %s is not available here", cfg.Backend)
 	}
-	return backends, replicas, nil
+	return backends, replicas, tb, nil
 }
 
 func useDocker(cfg Config) bool {

@@ -65,7 +65,9 @@ def error_shape(exc, tb=None):
     return {
         "errorMessage": str(exc),
         "errorType": type(exc).__name__,
-        "stackTrace": [l.rstrip("\n") for l in traceback.format_list(traceback.extract_tb(tb))],
+        # The handler's frames, as AWS's runtime gives them (not ours).
+        "stackTrace": [l.rstrip("\n") for l in traceback.format_list(
+            [f for f in traceback.extract_tb(tb) if f.filename != __file__])],
     }
 
 
@@ -471,8 +473,29 @@ def serve_wsgi(app):
     srv.serve_forever(poll_interval=3600)  # shut down only by a signal
 
 
-class _Serve(BaseException):
-    """Raised out of app.run in a template: the module's main code got as far as serving."""
+def warm_wsgi(app, path):
+    """Calls the app once on its health path, in the template, so that the
+    work a framework does on its first request (Flask builds its URL map)
+    is done once rather than in every instance."""
+    if not path:
+        return
+    import io
+    path, _, query = path.partition("?")
+    env = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": query,
+           "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "0", "SERVER_PROTOCOL": "HTTP/1.1",
+           "REMOTE_ADDR": "127.0.0.1", "HTTP_USER_AGENT": "tandem-template-warmup",
+           "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""),
+           "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": False,
+           "wsgi.run_once": False}
+    try:
+        result = app(env, lambda status, headers, exc_info=None: None)
+        for _ in result:
+            pass
+        if hasattr(result, "close"):
+            result.close()
+    except Exception:  # noqa: BLE001 (a warm-up only)
+        log("warming the app on %s failed (instances will do it on their first request):" % path)
+        traceback.print_exc()
 
 
 def wsgi_main(spec, template_fd):
@@ -488,6 +511,7 @@ def wsgi_main(spec, template_fd):
     def serve(app):
         served.append(app)
         if template_fd is not None:
+            warm_wsgi(app, os.environ.pop("TANDEM_TEMPLATE_WARM", ""))
             Template(template_fd, lambda: serve_wsgi(app)).run()
         else:
             serve_wsgi(app)
@@ -572,15 +596,24 @@ def template_failed(fd, exc):
         pass
 
 
-def _prctl_pdeathsig():
-    """Asks the kernel to SIGKILL this process when its parent dies."""
+_libc = []
+
+
+def _load_libc():
+    """Loads libc through ctypes (in the template, once for every child)."""
     try:
         import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        return libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        _libc.append(ctypes.CDLL(None, use_errno=True))
     except Exception:  # noqa: BLE001 (not Linux, or no ctypes)
+        pass
+
+
+def _prctl_pdeathsig():
+    """Asks the kernel to SIGKILL this process when its parent dies."""
+    if not _libc:
         return False
+    PR_SET_PDEATHSIG = 1
+    return _libc[0].prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
 
 
 def _socket_fds(keep):
@@ -658,6 +691,9 @@ class Template(object):
         signal.set_wakeup_fd(wfd)
         signal.signal(signal.SIGCHLD, lambda *a: None)
         signal.signal(signal.SIGTERM, lambda *a: self.quit(0))
+        # What every instance needs, imported once here rather than in each.
+        import http.client, http.server, socketserver, urllib.parse, random  # noqa: F401,E401
+        _load_libc()
         import gc
         gc.collect()
         gc.freeze()  # keep the imported objects' pages shared across forks
