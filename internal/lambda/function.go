@@ -224,6 +224,13 @@ func (f *function) stop(reason string) {
 	f.kill(reason)
 }
 
+// exitWhy is how the instance ended ("" while it runs).
+func (f *function) exitWhy() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.why
+}
+
 // stopReason is why tandem stopped the instance ("" when it did not).
 func (f *function) stopReason() string {
 	f.mu.Lock()
@@ -500,6 +507,17 @@ func (f *function) ingress(w http.ResponseWriter, r *http.Request) {
 	case res = <-inv.done:
 	case <-ctx.Done():
 		return // the event runs on; the slot frees when it ends
+	case <-f.dead:
+		// Ended as the event was handed over, before exited could see it
+		// (an event exited did see is completed already: this does nothing).
+		f.mu.Lock()
+		overrun := f.overrun == inv
+		f.mu.Unlock()
+		if !overrun {
+			f.complete(inv, result{failed: true, errType: "Runtime.ExitError",
+				payload: errorJSON("Runtime.ExitError", fmt.Sprintf("RequestId: %s Error: Runtime exited: %s", inv.id, f.exitWhy()))})
+		}
+		res = <-inv.done
 	}
 	if raw {
 		h := w.Header()
