@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -378,5 +380,93 @@ func TestPython_TemplateRefusesThreads(t *testing.T) {
 		t.Fatalf("request: %v, want a 502 naming the thread", r)
 	}
 	s.stop(syscall.SIGTERM)
+	noneLeft(t, dataDir)
+}
+
+// sklearnPredict asks sklearn directly (Debian's python3) for the model's
+// predictions of rows.
+func sklearnPredict(t *testing.T, model string, rows [][]float64) []int {
+	t.Helper()
+	in, _ := json.Marshal(rows)
+	cmd := exec.Command(debianPython, "-c", `import json, sys, joblib
+m = joblib.load(sys.argv[1])
+print(json.dumps([int(p) for p in m.predict(json.loads(sys.argv[2]))]))`, model, string(in))
+	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("sklearn: %v", err)
+	}
+	var p []int
+	if err := json.Unmarshal(out, &p); err != nil {
+		t.Fatalf("sklearn said %q: %v", out, err)
+	}
+	return p
+}
+
+// The seeds' iris Lambda handler (examples/iris-lambda) answers through
+// the gateway (an API Gateway event) and through the Invoke API with the
+// predictions sklearn makes, started plain and from a template; a handler
+// that raises answers Lambda's error shape.
+func TestPython_IrisLambdaHandler(t *testing.T) {
+	needDebianPython(t)
+	root := testbin.RepoRoot(t)
+	model := filepath.Join(root, "examples", "iris-flask", "model.pkl")
+	if _, err := os.Stat(model); err != nil {
+		t.Fatalf("%s is missing: run scripts/setup.sh (it trains it): %v", model, err)
+	}
+	rows := [][]float64{{5.1, 3.5, 1.4, 0.2}, {7.0, 3.2, 4.7, 1.4}, {6.3, 3.3, 6.0, 2.5}, {5.9, 3.0, 5.1, 1.8}, {4.9, 2.4, 3.3, 1.0}}
+	want := sklearnPredict(t, model, rows)
+	dataDir := t.TempDir()
+	s := startServer(t, dataDir)
+	for _, f := range []string{"lambda.yaml", "template.yaml"} {
+		if out, err := s.tandem("deploy", "-f", filepath.Join(root, "examples", "iris-lambda", f)); err != nil {
+			t.Fatalf("deploy %s: %v\n%s", f, err, out)
+		}
+	}
+	body, _ := json.Marshal(map[string]any{"instances": rows})
+	for _, name := range []string{"iris-lambda", "iris-lambda-template"} {
+		t.Run(name, func(t *testing.T) {
+			var got struct {
+				Predictions []int  `json:"predictions"`
+				RequestID   string `json:"request_id"`
+			}
+			r := s.call("POST", "/models/"+name+"/predict", string(body))
+			if r.code != 200 || r.header.Get("Content-Type") != "application/json" {
+				t.Fatalf("through the gateway: %v %v", r, r.header)
+			}
+			if err := json.Unmarshal([]byte(r.body), &got); err != nil || !slices.Equal(got.Predictions, want) || got.RequestID == "" {
+				t.Fatalf("through the gateway: %q, sklearn said %v", r.body, want)
+			}
+			// The Invoke API hands the handler the event as it is.
+			ev, _ := json.Marshal(map[string]string{"body": string(body)})
+			r = s.call("POST", "/2015-03-31/functions/"+name+"/invocations", string(ev))
+			var res struct {
+				StatusCode int    `json:"statusCode"`
+				Body       string `json:"body"`
+			}
+			if r.code != 200 || json.Unmarshal([]byte(r.body), &res) != nil || res.StatusCode != 200 {
+				t.Fatalf("Invoke API: %v", r)
+			}
+			if err := json.Unmarshal([]byte(res.Body), &got); err != nil || !slices.Equal(got.Predictions, want) {
+				t.Fatalf("Invoke API: %q, sklearn said %v", res.Body, want)
+			}
+			// A handler that raises: Lambda's error shape, the handler's frames.
+			r = s.call("POST", "/2015-03-31/functions/"+name+"/invocations", `{"nobody": 1}`)
+			var e struct {
+				ErrorMessage string   `json:"errorMessage"`
+				ErrorType    string   `json:"errorType"`
+				StackTrace   []string `json:"stackTrace"`
+			}
+			if r.code != 200 || r.header.Get("X-Amz-Function-Error") != "Unhandled" || json.Unmarshal([]byte(r.body), &e) != nil ||
+				e.ErrorType != "KeyError" || e.ErrorMessage != "'body'" || len(e.StackTrace) == 0 || !strings.Contains(e.StackTrace[0], "app.py") {
+				t.Fatalf("a handler that raises: %v %v", r, r.header)
+			}
+		})
+	}
+	for _, name := range []string{"iris-lambda", "iris-lambda-template"} {
+		if out, err := s.tandem("delete", name); err != nil {
+			t.Fatalf("delete: %v\n%s", err, out)
+		}
+	}
 	noneLeft(t, dataDir)
 }
