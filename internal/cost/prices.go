@@ -25,6 +25,16 @@ type Prices struct {
 	Serverless ServerlessPrices `yaml:"serverless" json:"serverless"`
 	// Dedicated is billed for every second an instance runs.
 	Dedicated DedicatedPrices `yaml:"dedicated" json:"dedicated"`
+	// Template prices a deployment's template process (runtime.template)
+	// as the idle memory it holds, under either mode.
+	Template TemplatePrices `yaml:"template" json:"template"`
+}
+
+// TemplatePrices price a template process: it sleeps until asked to fork,
+// so it costs the memory it keeps, per GiB-hour of the deployment's
+// instance size, and no CPU.
+type TemplatePrices struct {
+	GBHour float64 `yaml:"gb_hour" json:"gb_hour"`
 }
 
 // InstanceSize is the default size of one instance.
@@ -74,6 +84,7 @@ func DefaultPrices() *Prices {
 			GBHour:   0.004445,
 			GPUHour:  0.526,
 		},
+		Template: TemplatePrices{GBHour: 0.004445},
 	}
 }
 
@@ -125,6 +136,7 @@ func (p *Prices) Validate() error {
 	check("dedicated.vcpu_hour", p.Dedicated.VCPUHour)
 	check("dedicated.gb_hour", p.Dedicated.GBHour)
 	check("dedicated.gpu_hour", p.Dedicated.GPUHour)
+	check("template.gb_hour", p.Template.GBHour)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrInvalidPrices, errors.Join(errs...))
 	}
@@ -160,9 +172,9 @@ var Modes = []manifest.Mode{manifest.Serverless, manifest.Dedicated}
 // A mode tandem does not know is priced as serverless.
 func (p *Prices) Cost(mode manifest.Mode, u Usage) float64 {
 	if mode == manifest.Dedicated {
-		return p.dedicated(u.Total())
+		return p.dedicated(u.Total()) + p.template(u.Template)
 	}
-	return p.serverless(u)
+	return p.serverless(u) + p.template(u.Template)
 }
 
 // CostIf is what the same traffic would have cost under mode when it ran
@@ -177,18 +189,23 @@ func (p *Prices) CostIf(mode manifest.Mode, u Usage) float64 {
 		if u.Floor.Seconds > t.Seconds {
 			t = u.Floor
 		}
-		return p.dedicated(t)
+		return p.dedicated(t) + p.template(u.Template)
 	}
-	return p.serverless(u)
+	return p.serverless(u) + p.template(u.Template)
 }
 
 // IdleCost is the part of Cost(mode, u) spent on instances that were up
-// and serving nothing.
+// and serving nothing, and on templates (which never serve).
 func (p *Prices) IdleCost(mode manifest.Mode, u Usage) float64 {
 	if mode == manifest.Dedicated {
-		return p.dedicated(u.Idle)
+		return p.dedicated(u.Idle) + p.template(u.Template)
 	}
-	return 0
+	return p.template(u.Template)
+}
+
+// template is what template processes' time a costs: their memory.
+func (p *Prices) template(a Amount) float64 {
+	return a.GB * p.Template.GBHour / 3600
 }
 
 func (p *Prices) dedicated(a Amount) float64 {

@@ -140,7 +140,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	// Templates (Python instances forked from a warm process) end with a
 	// revision no longer deployed; the controller says which are.
 	var ctrlRef atomic.Pointer[controller.Controller]
-	tpls := python.TemplateConfig{DataDir: dataDir, Logger: log, Live: func(name, rev string) bool {
+	tpls := python.TemplateConfig{DataDir: dataDir, Logger: log, Meter: meter, Live: func(name, rev string) bool {
 		c := ctrlRef.Load()
 		if c == nil {
 			return true
