@@ -273,6 +273,18 @@ class _Body(object):
 
 def make_wsgi_server(app, host, port):
     """A threaded HTTP/1.1 WSGI server: keep-alive, chunked bodies both ways."""
+    if not _CLASSES:
+        wsgi_server_class(app)
+    server, handler = _CLASSES
+    return server((host, port), handler)
+
+
+_CLASSES = []  # the server and handler classes, built once
+
+
+def wsgi_server_class(app):
+    """Builds the server's classes for app (once: a template builds them
+    before it forks) and returns the server class."""
     import socketserver
     from http.server import BaseHTTPRequestHandler, HTTPServer
     from urllib.parse import unquote_to_bytes
@@ -338,8 +350,8 @@ def make_wsgi_server(app, host, port):
                 "SCRIPT_NAME": "",
                 "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
                 "QUERY_STRING": query,
-                "SERVER_NAME": host,
-                "SERVER_PORT": str(port),
+                "SERVER_NAME": self.server.server_address[0],
+                "SERVER_PORT": str(self.server.server_address[1]),
                 "SERVER_PROTOCOL": self.request_version,
                 "REMOTE_ADDR": self.client_address[0],
                 "REMOTE_PORT": str(self.client_address[1]),
@@ -463,7 +475,14 @@ def make_wsgi_server(app, host, port):
         allow_reuse_address = True
         request_queue_size = 128
 
-    return Server((host, port), Handler)
+        def server_bind(self):
+            # HTTPServer's looks up the host's name (getfqdn), which can
+            # take long; the address is enough.
+            socketserver.TCPServer.server_bind(self)
+            self.server_name, self.server_port = self.server_address[:2]
+
+    _CLASSES[:] = [Server, Handler]
+    return Server
 
 
 def serve_wsgi(app):
@@ -512,6 +531,7 @@ def wsgi_main(spec, template_fd):
         served.append(app)
         if template_fd is not None:
             warm_wsgi(app, os.environ.pop("TANDEM_TEMPLATE_WARM", ""))
+            wsgi_server_class(app)
             Template(template_fd, lambda: serve_wsgi(app)).run()
         else:
             serve_wsgi(app)
