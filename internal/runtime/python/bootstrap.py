@@ -661,6 +661,12 @@ def _native_threads():
         return 1
 
 
+# SPARE_DELAY is how long after handing out its spare the template forks
+# the next one: not at once, so that the new instance's start does not
+# compete with the fork for the CPU.
+SPARE_DELAY = 0.2
+
+
 class Template(object):
     """Forks one child per instance when tandem asks, and reports exits.
 
@@ -669,13 +675,18 @@ class Template(object):
                    {"op":"forked","id":ID,"pid":N} | {"op":"exit","id":ID,"code":C,"signal":S}
       from tandem: {"op":"fork","id":ID,"env":{...},"log":PATH} | {"op":"kill","id":ID,"signal":N}
     EOF from tandem: kill every child, exit.
+    One spare child is forked ahead and waits on a pipe; a fork request
+    hands it the instance's id, environment and log.
     """
 
     def __init__(self, fd, serve_child):
         self.fd = fd
         self.serve_child = serve_child
-        self.children = {}  # pid -> id
+        self.children = {}  # pid -> id (None: the spare)
         self.byid = {}      # id -> pid
+        self.spare = None   # (pid, pipe to it): a child ready to become an instance
+        self.spare_at = 0   # when to fork the next spare (monotonic)
+        self.wake = ()
 
     def send(self, obj):
         data = (json.dumps(obj) + "\n").encode()
@@ -720,9 +731,17 @@ class Template(object):
         self.wake = (rfd, wfd)
         self.send({"op": "ready", "pid": os.getpid()})
         buf = b""
+        self.spare = self.make_spare()
         while True:
+            timeout = None
+            if self.spare is None:
+                timeout = max(self.spare_at - time.monotonic(), 0)
+                if timeout == 0:
+                    self.spare = self.make_spare()
+                    self.spare_at = time.monotonic() + SPARE_DELAY
+                    continue
             try:
-                r, _, _ = select.select([self.fd, rfd], [], [])
+                r, _, _ = select.select([self.fd, rfd], [], [], timeout)
             except InterruptedError:
                 continue
             if rfd in r:
@@ -754,23 +773,52 @@ class Template(object):
                     pass
 
     def fork(self, msg):
+        """Hands msg to the spare child, or forks one for it."""
         iid = msg["id"]
+        spare = self.spare
+        self.spare = None
+        if spare is None:
+            spare = self.make_spare()
+            if spare is None:
+                self.send({"op": "forked", "id": iid, "error": "fork failed: see the template's log"})
+                return
+        pid, w = spare
+        try:
+            os.write(w, (json.dumps(msg) + "\n").encode())
+        except OSError as e:  # the spare died: the next one will do
+            os.close(w)
+            self.send({"op": "forked", "id": iid, "error": "the spare child is gone: %s" % e})
+            return
+        os.close(w)
+        self.children[pid] = iid
+        self.byid[iid] = pid
+        self.send({"op": "forked", "id": iid, "pid": pid})
+        self.spare_at = time.monotonic() + SPARE_DELAY
+
+    def make_spare(self):
+        """Forks a child that prepares itself and waits for its instance
+        (Android's pool of unspecialized processes, of one): the fork and
+        the child's setup happen before a cold start asks for them."""
+        r, w = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
         parent = os.getpid()
         try:
             pid = os.fork()
         except OSError as e:
-            self.send({"op": "forked", "id": iid, "error": "fork: %s" % e})
-            return
+            log("fork: %s" % e)
+            os.close(r)
+            os.close(w)
+            return None
         if pid == 0:
-            self.child(msg, parent)
+            os.close(w)
+            self.child(r, parent)
             os._exit(0)
-        self.children[pid] = iid
-        self.byid[iid] = pid
-        self.send({"op": "forked", "id": iid, "pid": pid})
+        os.close(r)
+        self.children[pid] = None
+        return pid, w
 
-    def child(self, msg, parent):
+    def child(self, r, parent):
         try:
             os.setpgid(0, 0)
             _prctl_pdeathsig()
@@ -779,19 +827,13 @@ class Template(object):
             signal.set_wakeup_fd(-1)
             for s in (signal.SIGCHLD, signal.SIGTERM):
                 signal.signal(s, signal.SIG_DFL)
-            for fd in self.wake + (self.fd,):
+            for fd in self.wake + (self.fd,) + ((self.spare[1],) if self.spare else ()):
                 os.close(fd)
             for fd in _socket_fds({0, 1, 2}):
                 try:
                     os.close(fd)
                 except OSError:
                     pass
-            if msg.get("log"):
-                lf = os.open(msg["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-                os.dup2(lf, 1)
-                os.dup2(lf, 2)
-                os.close(lf)
-            os.environ.update(msg.get("env") or {})
             import random
             random.seed()
             np = sys.modules.get("numpy")
@@ -800,6 +842,21 @@ class Template(object):
                     np.random.seed()
                 except Exception:  # noqa: BLE001
                     pass
+            # Wait for the instance this child becomes.
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = os.read(r, 65536)
+                if not chunk:
+                    os._exit(0)  # the template no longer needs it
+                data += chunk
+            os.close(r)
+            msg = json.loads(data)
+            if msg.get("log"):
+                lf = os.open(msg["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                os.dup2(lf, 1)
+                os.dup2(lf, 2)
+                os.close(lf)
+            os.environ.update(msg.get("env") or {})
             self.serve_child()
         except SystemExit as e:
             sys.stdout.flush()
@@ -819,8 +876,14 @@ class Template(object):
                 return
             if pid == 0:
                 return
-            iid = self.children.pop(pid, None)
-            if iid is None:
+            if pid not in self.children:
+                continue
+            iid = self.children.pop(pid)
+            if iid is None:  # a spare
+                if self.spare and self.spare[0] == pid:
+                    os.close(self.spare[1])
+                    self.spare = None
+                    self.spare_at = time.monotonic() + SPARE_DELAY
                 continue
             self.byid.pop(iid, None)
             code, sig = -1, 0
@@ -836,10 +899,11 @@ class Template(object):
 
     def quit(self, code):
         for pid in list(self.children):
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                pass
+            for kill in (os.killpg, os.kill):  # a spare may not have its own group yet
+                try:
+                    kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
         os._exit(code)
 
 
