@@ -7,8 +7,13 @@
 #
 #   bash bench/coldstart.sh            # 20 rounds (about 40 s)
 #   bash bench/coldstart.sh -n 50
+#   bash bench/coldstart.sh functions  # the seeds' iris Lambda handler and
+#                                      # Flask app, with and without
+#                                      # runtime.template: median of 20 first
+#                                      # answers from zero (a few minutes)
 #
-# Needs: go. TANDEM_BIN=path measures that tandem binary instead of
+# Needs: go; for functions, /usr/bin/python3 with flask and sklearn, and
+# examples/iris-flask/model.pkl (scripts/setup.sh). TANDEM_BIN=path measures that tandem binary instead of
 # building ./cmd/tandem (to compare a prototype); KEEP=1 keeps the scratch
 # folder (tandem's log and data folder).
 set -euo pipefail
@@ -37,5 +42,10 @@ go build -o "$WORK/bin/coldstart" ./cmd/coldstart
 
 echo "== measure ($(nproc) cores, load average at start: $(cut -d' ' -f1-3 /proc/loadavg))"
 # cmd/coldstart stops the tandem it starts, even when interrupted.
-"$WORK/bin/coldstart" -tandem "$WORK/bin/tandem" -model "$WORK/bin/fakemodel" -work-dir "$WORK/run" "$@"
+if [[ ${1:-} == functions ]]; then
+	shift
+	"$WORK/bin/coldstart" -tandem "$WORK/bin/tandem" -functions "$PWD/examples" -work-dir "$WORK/run" "$@"
+else
+	"$WORK/bin/coldstart" -tandem "$WORK/bin/tandem" -model "$WORK/bin/fakemodel" -work-dir "$WORK/run" "$@"
+fi
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

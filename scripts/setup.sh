@@ -14,7 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON=/usr/bin/python3 # Debian's interpreter; the first python3 on PATH may lack its packages.
 
 # Steps run in this order when none are named.
-STEPS=(packages model onnxruntime grpcurl jaeger openai chromium docker cluster)
+STEPS=(packages model onnxruntime grpcurl jaeger openai awslambda chromium docker cluster)
 
 log() { printf 'setup: %s\n' "$*"; }
 die() {
@@ -160,6 +160,23 @@ step_openai() {
 	quiet npm ci --prefix "$dest" --no-audit --no-fund --ignore-scripts ||
 		die "npm ci of the openai client failed (is the npm registry reachable?)"
 	log "openai: installed $dest/node_modules/openai ($(node -p "require('$dest/node_modules/openai/package.json').version"))"
+}
+
+# awslambda: the AWS SDK's Lambda client (@aws-sdk/client-lambda, pinned in internal/e2e/testdata/awslambda/package-lock.json) into .cache/npm/awslambda, for the test that invokes tandem's functions with it.
+step_awslambda() {
+	local src="$ROOT/internal/e2e/testdata/awslambda" dest="$ROOT/.cache/npm/awslambda"
+	if [[ -f $dest/node_modules/@aws-sdk/client-lambda/package.json ]] && cmp -s "$src/package-lock.json" "$dest/package-lock.json"; then
+		log "awslambda: ok ($dest)"
+		return 0
+	fi
+	command -v npm >/dev/null || apt_install nodejs npm
+	mkdir -p "$dest"
+	[[ -f $ROOT/.cache/.gitignore ]] || printf '*\n' >"$ROOT/.cache/.gitignore"
+	cp "$src/package.json" "$src/package-lock.json" "$dest/"
+	# In the folder: npm ci --prefix takes this lockfile as out of sync.
+	(cd "$dest" && quiet npm ci --no-audit --no-fund --ignore-scripts) ||
+		die "npm ci of @aws-sdk/client-lambda failed (is the npm registry reachable?)"
+	log "awslambda: installed $dest/node_modules/@aws-sdk/client-lambda ($(node -p "require('$dest/node_modules/@aws-sdk/client-lambda/package.json').version"))"
 }
 
 # chromium: Debian's headless Chromium, for the test that opens tandem bench's HTML report.

@@ -56,9 +56,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Tick, "autoscale-interval", 100*time.Millisecond, "tandem serve --autoscale-interval")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", time.Second, "the deployment's scaling.idle_timeout")
 	fs.StringVar(&cfg.WorkDir, "work-dir", "", "where tandem's data folder and logs go (default: a new temporary folder, removed at the end)")
-	target := fs.Duration("target", 5*time.Millisecond, "the overhead to compare against")
+	target := fs.Duration("target", 5*time.Millisecond, "the overhead to compare against (-functions: the first answer with a template, default 50ms)")
+	examples := fs.String("functions", "", "time the seeds' Python examples under this examples folder instead (iris Lambda handler and Flask app, with and without runtime.template); -model is not used")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *examples != "" && cfg.Tandem != "" && cfg.Rounds >= 1 {
+		cfg.Progress = stderr
+		if !isSet(fs, "target") {
+			*target = 50 * time.Millisecond
+		}
+		res, err := MeasureFunctions(ctx, cfg, *examples)
+		if err != nil {
+			fmt.Fprintln(stderr, "coldstart:", err)
+			return 1
+		}
+		res.Print(stdout, *target)
+		return 0
 	}
 	if cfg.Tandem == "" || cfg.Model == "" || cfg.Rounds < 1 {
 		fmt.Fprintln(stderr, "coldstart: -tandem and -model are required, and -n must be at least 1")
@@ -73,4 +87,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	res.Print(stdout, *target)
 	return 0
+}
+
+// isSet reports whether the flag name was given.
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

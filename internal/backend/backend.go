@@ -89,9 +89,18 @@ type Exit struct {
 	// Err is set when the backend lost track of the instance.
 	Err error     `json:"-"`
 	At  time.Time `json:"at"`
+	// Reason, when set, says why tandem ended the instance (a Lambda
+	// function that failed its init or overran its deadline); String puts
+	// it first.
+	Reason string `json:"reason,omitempty"`
 }
 
 func (e Exit) String() string {
+	if e.Reason != "" {
+		base := e
+		base.Reason = ""
+		return e.Reason + " (" + base.String() + ")"
+	}
 	switch {
 	case e.OOM:
 		return "killed: out of memory (exceeded resources.memory)"

@@ -101,6 +101,8 @@ type account struct {
 	deployed  time.Time // floor accounted up to here; zero once deleted
 	instances map[string]*instance
 	requests  *RequestCounter
+	templates int       // template processes running
+	tplSince  time.Time // template time accounted up to here
 }
 
 type instanceState int
@@ -268,6 +270,45 @@ func (m *Meter) InstanceGone(model, id string, at time.Time) {
 	}
 }
 
+// TemplateStarted records that a template process of model started at
+// `at` (runtime.template; priced as idle memory, not as an instance).
+func (m *Meter) TemplateStarted(model string, at time.Time) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a := m.account(model)
+	m.accrueTemplates(a, at)
+	a.templates++
+	a.tplSince = at
+}
+
+// TemplateEnded records that a template process of model ended at `at`.
+func (m *Meter) TemplateEnded(model string, at time.Time) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a := m.accounts[model]
+	if a == nil || a.templates == 0 {
+		return
+	}
+	m.accrueTemplates(a, at)
+	a.templates--
+}
+
+// accrueTemplates accounts a's template time up to `to`; m.mu is held.
+func (m *Meter) accrueTemplates(a *account, to time.Time) {
+	if a.templates == 0 || !to.After(a.tplSince) {
+		return
+	}
+	n := float64(a.templates)
+	m.spread(a, a.tplSince, to, func(u *Usage, secs float64) { u.Template.add(a.size, secs*n) })
+	a.tplSince = to
+}
+
 // Requests returns the counter the request path adds model's answered
 // requests to. It is the same counter for the life of the deployment; nil
 // for a nil Meter.
@@ -300,6 +341,7 @@ func (m *Meter) flushAccount(a *account, to time.Time) {
 	for _, in := range a.instances {
 		m.accrue(a, in, to)
 	}
+	m.accrueTemplates(a, to)
 	if !a.deployed.IsZero() && to.After(a.deployed) {
 		warm := a.warm
 		m.spread(a, a.deployed, to, func(u *Usage, secs float64) { u.Floor.add(a.size, secs*warm) })

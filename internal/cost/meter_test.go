@@ -390,3 +390,33 @@ func TestMeter_ReportFirstSecondOfMinute(t *testing.T) {
 		m.Close(now)
 	}
 }
+
+// A template is metered apart from instances, as idle memory of the
+// deployment's instance size, from its start to its end, under either mode.
+func TestMeter_Template(t *testing.T) {
+	m := NewMeter(nil, t0)
+	man := mustParse(t, "name: tpl\nmode: serverless\nruntime: {command: [x]}\nresources: {memory: 1Gi}\n")
+	m.Deployment(man, at("0s"))
+	m.TemplateStarted("tpl", at("10s"))
+	m.TemplateStarted("tpl", at("70s")) // a second revision's, during a roll
+	m.TemplateEnded("tpl", at("130s"))
+	m.TemplateEnded("tpl", at("3610s"))
+	m.TemplateEnded("tpl", at("4000s")) // one end too many is ignored
+	u := m.Live(at("7200s")).Models["tpl"]
+	if want := 120.0 + 3540; math.Abs(u.Template.Seconds-want) > 1e-6 || math.Abs(u.Template.GB-want) > 1e-6 {
+		t.Fatalf("template time %+v, want %v s and GB-s", u.Template, want)
+	}
+	if u.Total().Seconds != 0 {
+		t.Fatalf("templates counted as instance time: %+v", u.Total())
+	}
+	p := DefaultPrices()
+	want := 3660.0 / 3600 * p.Template.GBHour
+	for _, mode := range Modes {
+		if got := p.Cost(mode, u); math.Abs(got-want) > 1e-12 {
+			t.Errorf("%s cost %v, want %v (the template's memory only)", mode, got, want)
+		}
+		if got := p.IdleCost(mode, u); math.Abs(got-want) > 1e-12 {
+			t.Errorf("%s idle cost %v, want %v", mode, got, want)
+		}
+	}
+}

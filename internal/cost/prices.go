@@ -29,6 +29,16 @@ type Prices struct {
 	// deployment's floor tier is billed at; its burst tier pays Dedicated
 	// (on-demand) prices.
 	Reserved DedicatedPrices `yaml:"reserved" json:"reserved"`
+	// Template prices a deployment's template process (runtime.template)
+	// as the idle memory it holds, under either mode.
+	Template TemplatePrices `yaml:"template" json:"template"`
+}
+
+// TemplatePrices price a template process: it sleeps until asked to fork,
+// so it costs the memory it keeps, per GiB-hour of the deployment's
+// instance size, and no CPU.
+type TemplatePrices struct {
+	GBHour float64 `yaml:"gb_hour" json:"gb_hour"`
 }
 
 // InstanceSize is the default size of one instance.
@@ -83,6 +93,7 @@ func DefaultPrices() *Prices {
 			GBHour:   0.004445,
 			GPUHour:  0.526,
 		},
+		Template: TemplatePrices{GBHour: 0.004445},
 	}
 }
 
@@ -137,6 +148,7 @@ func (p *Prices) Validate() error {
 	check("reserved.vcpu_hour", p.Reserved.VCPUHour)
 	check("reserved.gb_hour", p.Reserved.GBHour)
 	check("reserved.gpu_hour", p.Reserved.GPUHour)
+	check("template.gb_hour", p.Template.GBHour)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrInvalidPrices, errors.Join(errs...))
 	}
@@ -173,12 +185,12 @@ var Modes = []manifest.Mode{manifest.Serverless, manifest.Dedicated}
 func (p *Prices) Cost(mode manifest.Mode, u Usage) float64 {
 	switch mode {
 	case manifest.Dedicated:
-		return p.dedicated(u.Total())
+		return p.dedicated(u.Total()) + p.template(u.Template)
 	case manifest.Hybrid:
 		floor, burst := p.Tiers(u)
-		return floor + burst
+		return floor + burst + p.template(u.Template)
 	}
-	return p.serverless(u)
+	return p.serverless(u) + p.template(u.Template)
 }
 
 // Tiers splits a hybrid deployment's cost: its floor tier pays for every
@@ -213,22 +225,27 @@ func (p *Prices) CostIf(mode manifest.Mode, u Usage) float64 {
 		if u.Floor.Seconds > t.Seconds {
 			t = u.Floor
 		}
-		return p.dedicated(t)
+		return p.dedicated(t) + p.template(u.Template)
 	}
-	return p.serverless(u)
+	return p.serverless(u) + p.template(u.Template)
 }
 
 // IdleCost is the part of Cost(mode, u) spent on instances that were up
-// and serving nothing.
+// and serving nothing, and on templates (which never serve).
 func (p *Prices) IdleCost(mode manifest.Mode, u Usage) float64 {
 	switch mode {
 	case manifest.Dedicated:
-		return p.dedicated(u.Idle)
+		return p.dedicated(u.Idle) + p.template(u.Template)
 	case manifest.Hybrid:
 		// The burst tier's idle time is not billed (as serverless).
-		return price(p.Reserved, u.Idle.Minus(u.Burst.Idle))
+		return price(p.Reserved, u.Idle.Minus(u.Burst.Idle)) + p.template(u.Template)
 	}
-	return 0
+	return p.template(u.Template)
+}
+
+// template is what template processes' time a costs: their memory.
+func (p *Prices) template(a Amount) float64 {
+	return a.GB * p.Template.GBHour / 3600
 }
 
 func (p *Prices) dedicated(a Amount) float64 { return price(p.Dedicated, a) }

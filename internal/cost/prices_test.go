@@ -25,14 +25,14 @@ func TestDefaultPrices(t *testing.T) {
 	}
 	// Every field is written out in the file, so it documents them all.
 	raw, _ := os.ReadFile(filepath.Join(testbin.RepoRoot(t), "prices", "default.yaml"))
-	empty, err := ParsePrices([]byte("currency: X\ninstance: {cpu: 0, memory: 0}\nserverless: {gb_second: 0, gpu_second: 0, per_million_requests: 0, bill_startup: false}\ndedicated: {vcpu_hour: 0, gb_hour: 0, gpu_hour: 0}\nreserved: {vcpu_hour: 0, gb_hour: 0, gpu_hour: 0}\n"))
+	empty, err := ParsePrices([]byte("currency: X\ninstance: {cpu: 0, memory: 0}\nserverless: {gb_second: 0, gpu_second: 0, per_million_requests: 0, bill_startup: false}\ndedicated: {vcpu_hour: 0, gb_hour: 0, gpu_hour: 0}\nreserved: {vcpu_hour: 0, gb_hour: 0, gpu_hour: 0}\ntemplate: {gb_hour: 0}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(*empty, Prices{Currency: "X"}) {
 		t.Fatalf("a file that sets every field to zero left %+v; a field is missing from the test", empty)
 	}
-	for _, key := range []string{"gb_second:", "gpu_second:", "per_million_requests:", "bill_startup:", "vcpu_hour:", "gb_hour:", "gpu_hour:", "cpu:", "memory:", "currency:", "reserved:"} {
+	for _, key := range []string{"gb_second:", "gpu_second:", "per_million_requests:", "bill_startup:", "vcpu_hour:", "gb_hour:", "gpu_hour:", "cpu:", "memory:", "currency:", "reserved:", "template:"} {
 		if !strings.Contains(string(raw), key) {
 			t.Errorf("prices/default.yaml does not set %s", key)
 		}

@@ -65,6 +65,9 @@ type Usage struct {
 	// CacheHits are requests answered from the response cache, apart
 	// from Requests: no instance took them.
 	CacheHits int64 `json:"cache_hits,omitempty"`
+	// Template is template process time (runtime.template), weighted by
+	// the deployment's instance size; not instance time.
+	Template Amount `json:"template,omitzero"`
 }
 
 // Total is all instance time: starting, busy and idle.
@@ -84,6 +87,7 @@ func (u Usage) Plus(v Usage) Usage {
 	u.RequestSeconds += v.RequestSeconds
 	u.ColdStarts += v.ColdStarts
 	u.CacheHits += v.CacheHits
+	u.Template = u.Template.Plus(v.Template)
 	return u
 }
 
@@ -99,6 +103,7 @@ func (u Usage) Minus(v Usage) Usage {
 	u.RequestSeconds -= v.RequestSeconds
 	u.ColdStarts -= v.ColdStarts
 	u.CacheHits -= v.CacheHits
+	u.Template = u.Template.Minus(v.Template)
 	return u
 }
 

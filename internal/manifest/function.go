@@ -29,6 +29,12 @@ func validateFunction(m *Manifest, bad func(field, msg string, args ...any)) {
 		if l.Python != "" && l.Handler == "" {
 			bad("runtime.lambda.python", "only a Python handler (runtime.lambda.handler) has an interpreter")
 		}
+		if m.Scaling.ContainerConcurrency > 1 {
+			bad("scaling.container_concurrency", "a function takes one event per instance at a time, as in Lambda (%d given); leave it unset or 1", m.Scaling.ContainerConcurrency)
+		}
+		if r.Health != "" {
+			bad("runtime.health", "a function is ready when it first asks the Runtime API for an event; remove runtime.health")
+		}
 		switch l.Event {
 		case "", EventAPIGWv1, EventAPIGWv2:
 		default:

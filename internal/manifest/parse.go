@@ -262,7 +262,7 @@ func (m *Manifest) resolvePaths(baseDir string) {
 	if m.Runtime.Workdir != "" && !filepath.IsAbs(m.Runtime.Workdir) {
 		m.Runtime.Workdir = filepath.Join(baseDir, m.Runtime.Workdir)
 	}
-	if m.Runtime.Workdir == "" && len(m.Runtime.Command) > 0 {
+	if m.Runtime.Workdir == "" && (len(m.Runtime.Command) > 0 || m.Runtime.Lambda != nil) {
 		m.Runtime.Workdir = baseDir
 	}
 	if m.Runtime.ONNX != "" && !filepath.IsAbs(m.Runtime.ONNX) {
@@ -295,8 +295,15 @@ func (m *Manifest) SetDefaults() {
 	if m.Mode == "" {
 		m.Mode = defaultModeIfUnset
 	}
-	if l := m.Runtime.Lambda; l != nil && l.Event == "" {
-		l.Event = EventAPIGWv1
+	if l := m.Runtime.Lambda; l != nil {
+		if l.Event == "" {
+			l.Event = EventAPIGWv1
+		}
+		// One event per instance at a time, as in Lambda: the autoscaler
+		// then scales on events in flight.
+		if m.Scaling.ContainerConcurrency == 0 {
+			m.Scaling.ContainerConcurrency = 1
+		}
 	}
 	if t := m.Runtime.Template; t != nil && t.Keep == 0 {
 		t.Keep = Duration(DefaultTemplateKeep)

@@ -261,6 +261,9 @@ func TestSchema_MatchesTypes(t *testing.T) {
 	root := schemaDoc(t)
 	defaults := Manifest{Name: "m", Burst: &Burst{}, Runtime: Runtime{Command: []string{"x"}, Lambda: &Lambda{}, Template: &Template{}}, Batching: &Batching{}, OpenAI: &OpenAI{}, Cache: &Cache{}, Async: &Async{}}
 	defaults.SetDefaults()
+	// The schema's default is a plain deployment's; a function's 1 is
+	// TestSetDefaults_LambdaOneEventAtATime's.
+	defaults.Scaling.ContainerConcurrency = 0
 	var walk func(node map[string]any, typ reflect.Type, val reflect.Value, path string)
 	walk = func(node map[string]any, typ reflect.Type, val reflect.Value, path string) {
 		node = resolve(t, root, node)

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,10 +35,12 @@ import (
 	"tandem/internal/inference"
 	"tandem/internal/jetstream"
 	"tandem/internal/jobs"
+	"tandem/internal/lambda"
 	"tandem/internal/manifest"
 	"tandem/internal/metrics"
 	"tandem/internal/peerstats"
 	"tandem/internal/runtime/onnx"
+	"tandem/internal/runtime/python"
 	"tandem/internal/store"
 	"tandem/internal/tenant"
 	"tandem/internal/tracing"
@@ -145,20 +148,37 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	stack.push(func() { al.Close() })
 	cfg.PeerAddr = peerAddr(cfg.PeerAddr, al.Addr())
 
-	backends, replicas, err := openBackends(cfg, dataDir, log, &stack)
+	// Templates (Python instances forked from a warm process) end with a
+	// revision no longer deployed; the controller says which are.
+	var ctrlRef atomic.Pointer[controller.Controller]
+	tpls := python.TemplateConfig{DataDir: dataDir, Logger: log, Meter: meter, Live: func(name, rev string) bool {
+		c := ctrlRef.Load()
+		if c == nil {
+			return true
+		}
+		d, ok := c.Lookup(name)
+		return ok && d.Manifest().Hash() == rev
+	}}
+	backends, replicas, templates, err := openBackends(cfg, dataDir, log, &stack, tpls)
 	if err != nil {
 		return err
 	}
 	shareTenants(replicas, tenants, TenantCatalogInterval, log, &stack)
 	peers := openPeerStats(ctx, replicas, tenants, sec, cfg.Tick, log, &stack)
 	self, _ := os.Executable()
+	pyRT, err := openPython(dataDir)
+	if err != nil {
+		return err
+	}
 	m := metrics.New()
 	m.Registry.MustRegister(meter)
+	m.Registry.MustRegister(templates)
 	ctrl := controller.New(controller.Config{
 		Store: st, Backends: backends, ReplicaBackends: replicas, DefaultBackend: cfg.Backend, Metrics: m,
 		Logger: log, Tick: cfg.Tick, Meter: meter, MaxInstances: cfg.MaxInstances,
-		Runtimes: []controller.Runtime{onnx.Runtime{Self: self}}, Peers: peers.controller(),
+		Runtimes: []controller.Runtime{onnx.Runtime{Self: self}, lambda.Runtime{Handler: pyRT}, pyRT}, Peers: peers.controller(),
 	})
+	ctrlRef.Store(ctrl)
 
 	gl, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -233,6 +253,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	jobRunner.Mount(admin.Handle)
+	gw.MountInvoke(gateway.InvokeConfig{Async: jobRunner}) // /2015-03-31/functions/: the Lambda Invoke API; Event invocations are jobs
 	gsrv := gateway.NewHTTPServer(tracer.Handler(gw), cfg.Limits)
 
 	errc := make(chan error, 3)
@@ -388,14 +409,20 @@ func openMeter(dataDir, pricesFile string, log *slog.Logger, stack *stopStack) (
 	return meter, nil
 }
 
-func openBackends(cfg Config, dataDir string, log *slog.Logger, stack *stopStack) (map[string]backend.Backend, map[string]backend.ReplicaBackend, error) {
+func openBackends(cfg Config, dataDir string, log *slog.Logger, stack *stopStack, tcfg python.TemplateConfig) (map[string]backend.Backend, map[string]backend.ReplicaBackend, *python.Templates, error) {
 	backends := map[string]backend.Backend{}
 	pb, err := process.New(process.Config{DataDir: dataDir, Logger: log.With("component", "process")})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	backends[pb.Name()] = pb
-	stack.push(func() { pb.Close() })
+	// Instances of a manifest with runtime.template are forked, the rest
+	// started by the process backend.
+	tb := python.Wrap(pb, tcfg)
+	// Function instances (runtime.lambda), forked or not, get their
+	// Runtime API from this process.
+	fb := lambda.Wrap(tb, lambda.Config{Dir: filepath.Join(dataDir, "lambda"), Logger: log.With("component", "lambda")})
+	backends[pb.Name()] = fb
+	stack.push(func() { fb.Close() })
 	if useDocker(cfg) {
 		db, err := docker.New(docker.Config{DataDir: dataDir, Logger: log.With("component", "docker")})
 		switch {
@@ -403,7 +430,7 @@ func openBackends(cfg Config, dataDir string, log *slog.Logger, stack *stopStack
 			backends[db.Name()] = db
 			stack.push(func() { db.Close() })
 		case cfg.Docker == "on" || cfg.Backend == manifest.BackendDocker:
-			return nil, nil, fmt.Errorf("docker backend: %w (run scripts/docker.sh install start)", err)
+			return nil, nil, nil, fmt.Errorf("docker backend: %w (run scripts/docker.sh install start)", err)
 		default:
 			log.Warn("docker backend unavailable", "err", err)
 		}
@@ -414,7 +441,7 @@ func openBackends(cfg Config, dataDir string, log *slog.Logger, stack *stopStack
 		kb, err := kubernetes.New(kubernetes.Config{Kubeconfig: cfg.Kubeconfig, Namespace: cfg.KubeNamespace,
 			HostNetwork: cfg.KubeHostNetwork, PeerAddr: cfg.PeerAddr, Logger: log.With("component", "kubernetes")})
 		if err != nil {
-			return nil, nil, fmt.Errorf("kubernetes backend: %w", err)
+			return nil, nil, nil, fmt.Errorf("kubernetes backend: %w", err)
 		}
 		replicas[kb.Name()] = kb
 		stack.push(func() { kb.Close() })
@@ -422,9 +449,9 @@ func openBackends(cfg Config, dataDir string, log *slog.Logger, stack *stopStack
 	_, inst := backends[cfg.Backend]
 	_, repl := replicas[cfg.Backend]
 	if !inst && !repl {
-		return nil, nil, fmt.Errorf("--backend %s is not available here", cfg.Backend)
+		return nil, nil, nil, fmt.Errorf("--backend %s is not available here", cfg.Backend)
 	}
-	return backends, replicas, nil
+	return backends, replicas, tb, nil
 }
 
 func useDocker(cfg Config) bool {
@@ -461,4 +488,13 @@ func (s *stopStack) stop() {
 		(*s)[i]()
 	}
 	*s = nil
+}
+
+// openPython writes tandem's Python bootstrap under the data folder.
+func openPython(dataDir string) (python.Runtime, error) {
+	path, err := python.Install(dataDir)
+	if err != nil {
+		return python.Runtime{}, err
+	}
+	return python.Runtime{Bootstrap: path, Cache: filepath.Join(dataDir, "python", "pycache")}, nil
 }
