@@ -231,8 +231,34 @@ func TestLambda_GoFunction(t *testing.T) {
 			413, "RequestTooLargeException")
 		errorType("bad invocation type", s.send("POST", "/2015-03-31/functions/gofn/invocations", []byte(`{}`), http.Header{"X-Amz-Invocation-Type": {"Later"}}),
 			400, "InvalidParameterValueException")
-		errorType("no async support", s.send("POST", "/2015-03-31/functions/gofn/invocations", []byte(`{}`), http.Header{"X-Amz-Invocation-Type": {"Event"}}),
-			501, "UnsupportedInvocationType")
+		// An Event invocation is an async job: 202 once stored, then it
+		// runs through the same door, and its result is the raw answer.
+		r = s.send("POST", "/2015-03-31/functions/gofn/invocations", []byte(`{"op":"sum","numbers":[2,3]}`), http.Header{"X-Amz-Invocation-Type": {"Event"}})
+		id := r.header.Get("X-Tandem-Job-Id")
+		if r.code != 202 || id == "" {
+			t.Fatalf("Event invocation: %v %v, want 202 with a job id", r, r.header)
+		}
+		var job struct {
+			Status string
+			Result *struct {
+				Status int
+				Body   string
+			}
+		}
+		deadline := time.Now().Add(30 * time.Second) // against a hang
+		for {
+			jr := s.send("GET", "/v1/jobs/"+id, nil, nil)
+			if jr.code != 200 || json.Unmarshal([]byte(jr.body), &job) != nil {
+				t.Fatalf("GET /v1/jobs/%s: %v", id, jr)
+			}
+			if job.Status == "succeeded" || job.Status == "failed" || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if job.Status != "succeeded" || job.Result == nil || job.Result.Status != 200 || !strings.Contains(job.Result.Body, `"sum":5`) {
+			t.Errorf("the Event invocation's job: %+v %+v, want succeeded with the raw answer (Sum 5)", job, job.Result)
+		}
 		if r := s.send("POST", "/2015-03-31/functions/gofn/invocations", []byte(`{}`), http.Header{"X-Amz-Invocation-Type": {"DryRun"}}); r.code != 204 {
 			t.Errorf("DryRun: %v", r)
 		}
@@ -289,8 +315,8 @@ func TestLambda_GoFunction(t *testing.T) {
 		if c := res.DryRun; c.Status != 204 || c.Error != nil {
 			t.Errorf("DryRun: %+v", c)
 		}
-		if c := res.Event; c.Error == nil || c.Error.Status != 501 || !strings.Contains(c.Error.Message, "async") {
-			t.Errorf("Event without async support: %+v", c)
+		if c := res.Event; c.Status != 202 || c.Error != nil {
+			t.Errorf("an Event invocation (an async job): %+v, want 202", c)
 		}
 		if c := res.Unknown; c.Error == nil || c.Error.Name != "ResourceNotFoundException" || c.Error.Status != 404 ||
 			!strings.Contains(c.Error.Message, "no-such-function") {
