@@ -49,10 +49,12 @@ func (p Prewarm) ParseSchedule() (cron.Schedule, error) {
 	if err != nil {
 		return nil, err
 	}
-	if spec, ok := s.(*cron.SpecSchedule); ok {
-		spec.Location = loc
+	spec, ok := s.(*cron.SpecSchedule)
+	if !ok {
+		return nil, fmt.Errorf("%q is not a schedule of fixed times (@every counts from whenever it is asked): use five fields such as \"*/5 * * * *\"", p.Cron)
 	}
-	return s, nil
+	spec.Location = loc
+	return spec, nil
 }
 
 func setPrewarmDefaults(ps []Prewarm) {

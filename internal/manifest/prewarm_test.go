@@ -37,6 +37,7 @@ func TestParse_Prewarm(t *testing.T) {
 		{"prewarm: [{predictive: true}, {predictive: true}]", "prewarm[1].predictive", "only one"},
 		{"prewarm: [{predictive: true, lead: -1s}]", "prewarm[0].lead", "positive"},
 		{"prewarm: [{min: 1}]", "prewarm[0]", "give cron"},
+		{"prewarm: [{cron: '@every 5m', min: 1, for: 1m}]", "prewarm[0].cron", "fixed times"},
 		{"timeouts: {deadline: -1s}", "timeouts.deadline", "negative"},
 		{"fallback: m", "fallback", "this deployment"},
 	}
