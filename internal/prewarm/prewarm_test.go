@@ -21,7 +21,9 @@ func mustPlan(t *testing.T, entries ...manifest.Prewarm) *Plan {
 func TestFloor_Window(t *testing.T) {
 	p := mustPlan(t, manifest.Prewarm{Cron: "0 9 * * 1-5", Min: 2, For: manifest.Duration(8 * time.Hour)})
 	mon := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC) // a Monday
-	at := func(day, h, m, s int) time.Time { return mon.AddDate(0, 0, day).Add(time.Duration(h)*time.Hour + time.Duration(m)*time.Minute + time.Duration(s)*time.Second) }
+	at := func(day, h, m, s int) time.Time {
+		return mon.AddDate(0, 0, day).Add(time.Duration(h)*time.Hour + time.Duration(m)*time.Minute + time.Duration(s)*time.Second)
+	}
 	steps := []struct {
 		now       time.Time
 		floor     int
@@ -33,7 +35,7 @@ func TestFloor_Window(t *testing.T) {
 		{at(0, 16, 59, 59), 2, at(0, 17, 0, 0)},
 		{at(0, 17, 0, 0), 0, time.Time{}}, // lowered at its end
 		{at(1, 9, 0, 1), 2, at(1, 17, 0, 0)},
-		{at(5, 9, 0, 0), 0, time.Time{}}, // Saturday
+		{at(5, 9, 0, 0), 0, time.Time{}},  // Saturday
 		{at(6, 10, 0, 0), 0, time.Time{}}, // Sunday
 	}
 	for _, s := range steps {
@@ -59,11 +61,11 @@ func TestFloor_WindowsOverlapAndZone(t *testing.T) {
 		floor int
 	}{
 		{13*time.Hour + 30*time.Minute, 0},
-		{13*time.Hour + 5*time.Minute, 3},                 // the hourly window only
-		{14 * time.Hour, 3},                               // both: the larger min wins
-		{14*time.Hour + 10*time.Minute, 1},                // the hourly one ended
+		{13*time.Hour + 5*time.Minute, 3},                   // the hourly window only
+		{14 * time.Hour, 3},                                 // both: the larger min wins
+		{14*time.Hour + 10*time.Minute, 1},                  // the hourly one ended
 		{23*time.Hour + 59*time.Minute + 59*time.Second, 1}, // 18:59:59 in New York
-		{24 * time.Hour, 3},                               // 19:00 in New York: zone window ended, hourly on
+		{24 * time.Hour, 3},                                 // 19:00 in New York: zone window ended, hourly on
 		{24*time.Hour + 10*time.Minute, 0},
 	} {
 		if d := Floor(p, History{}, day.Add(s.now)); d.Floor != s.floor {

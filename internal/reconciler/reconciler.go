@@ -234,8 +234,14 @@ func (c *Core) evaluate(now time.Time, t Tick) {
 		c.emit(PanicStarted{})
 	}
 	c.desired = c.decision.Desired
+	if f := min(t.Floor, c.params.Max); f > c.desired {
+		c.desired, c.decision.Desired, c.decision.Reason = f, f, ReasonFloor
+	}
 	c.reconcile(now)
 }
+
+// ReasonFloor is the decision's reason when Tick.Floor raised the size.
+const ReasonFloor = "prewarm floor"
 
 // reconcile starts or retires instances of the current revision until
 // their number matches desired, and retires older revisions once the
