@@ -129,8 +129,8 @@ func (d *Deployment) prewarmFloor(now time.Time, active bool) int {
 		dec.Reason = "a request with a deadline found nothing warm"
 	}
 	if dec.Floor != pw.cur.Floor {
-		d.log.Info("prewarm floor", "from", pw.cur.Floor, "to", dec.Floor, "reason", reasonOr(dec.Reason, pw.cur.Reason))
 		ev := PrewarmEvent{At: clock, From: pw.cur.Floor, To: dec.Floor, Reason: reasonOr(dec.Reason, "ended: "+pw.cur.Reason)}
+		d.log.Info("prewarm floor", "from", ev.From, "to", ev.To, "reason", ev.Reason)
 		pw.events = append(pw.events, ev)
 		if len(pw.events) > prewarmEvents {
 			pw.events = slices.Delete(pw.events, 0, len(pw.events)-prewarmEvents)
@@ -176,10 +176,12 @@ func (d *Deployment) ColdStartEstimate() time.Duration {
 // Wake asks for one warm instance without queueing a request: a request
 // whose deadline is shorter than the cold start is answered at once, and
 // this starts an instance so that its retry finds one. The floor holds for
-// scaling.idle_timeout; then the usual rules apply. Safe on the request
-// path (an atomic store and a non-blocking poke).
-func (d *Deployment) Wake() {
-	until := time.Now().Add(d.Manifest().Scaling.IdleTimeout.D()).UnixNano()
+// start (the expected cold start) plus scaling.idle_timeout, so the
+// instance waits idle_timeout for the retry once ready; then the usual
+// rules apply. Safe on the request path (an atomic store and a
+// non-blocking poke).
+func (d *Deployment) Wake(start time.Duration) {
+	until := time.Now().Add(start + d.Manifest().Scaling.IdleTimeout.D()).UnixNano()
 	for {
 		old := d.pw.wakeUntil.Load()
 		if old >= until || d.pw.wakeUntil.CompareAndSwap(old, until) {
