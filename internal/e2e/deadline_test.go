@@ -98,8 +98,11 @@ func TestDeadline_ColdStartExceedsDeadline(t *testing.T) {
 	if !strings.Contains(p.Error.Message, est.String()) || !strings.Contains(p.Error.Message, "150ms") {
 		t.Fatalf("message %q does not give the estimate and the deadline", p.Error.Message)
 	}
-	// It started an instance anyway.
-	s.waitFor("an instance started for the retry", 10*time.Second, func(st *controller.Status) bool { return st.Starting+st.Ready >= 1 }, "slow")
+	// It started an instance anyway, and status says why.
+	st = s.waitFor("an instance started for the retry", 10*time.Second, func(st *controller.Status) bool { return st.Starting+st.Ready >= 1 }, "slow")
+	if ev := st.Prewarm.Events; len(ev) == 0 || ev[len(ev)-1].To != 1 || !strings.Contains(ev[len(ev)-1].Reason, "deadline") {
+		t.Errorf("status has no event for the instance started for the retry: %+v", st.Prewarm)
+	}
 
 	// The v2 REST and gRPC doors answer the same in their own shapes
 	// while nothing is warm yet (the instance takes 1s).
