@@ -38,6 +38,7 @@ type prewarmState struct {
 	planOf   *manifest.Manifest
 	planErr  string
 	hist     prewarm.History
+	learned  prewarm.Pattern // Learn(hist), again when hist changes
 	dirty    bool
 	savedAt  time.Time
 	starts   []time.Duration
@@ -85,6 +86,7 @@ func (d *Deployment) loadHistory() {
 		if key == d.Name {
 			d.pw.hist = *v.(*prewarm.History)
 			d.pw.hist.Active = false // what was going on before a restart is over
+			d.pw.learned = prewarm.Learn(d.pw.hist)
 		}
 		return nil
 	})
@@ -115,6 +117,9 @@ func (d *Deployment) prewarmFloor(now time.Time, active bool) int {
 	if pw.plan.Predictive() {
 		var changed bool
 		pw.hist, changed = prewarm.Observe(pw.hist, clock, active)
+		if changed {
+			pw.learned = prewarm.Learn(pw.hist)
+		}
 		pw.dirty = pw.dirty || changed
 		if pw.dirty && now.Sub(pw.savedAt) >= historySaveEvery && d.c.cfg.Store != nil {
 			if err := d.c.cfg.Store.PutJSON(prewarmBucket, d.Name, pw.hist); err != nil {
@@ -123,7 +128,7 @@ func (d *Deployment) prewarmFloor(now time.Time, active bool) int {
 			pw.dirty, pw.savedAt = false, now
 		}
 	}
-	dec := prewarm.Floor(pw.plan, pw.hist, clock)
+	dec := prewarm.Floor(pw.plan, pw.learned, clock)
 	if until := pw.wakeUntil.Load(); until != 0 && now.UnixNano() < until && dec.Floor < 1 {
 		dec.Floor, dec.Until = 1, time.Unix(0, until)
 		dec.Reason = "a request with a deadline found nothing warm"

@@ -39,7 +39,7 @@ func TestFloor_Window(t *testing.T) {
 		{at(6, 10, 0, 0), 0, time.Time{}}, // Sunday
 	}
 	for _, s := range steps {
-		d := Floor(p, History{}, s.now)
+		d := Floor(p, Pattern{}, s.now)
 		if d.Floor != s.floor || !d.Until.Equal(s.wantUntil) {
 			t.Errorf("%s: floor %d until %s, want %d until %s", s.now.Format(time.RFC3339), d.Floor, d.Until, s.floor, s.wantUntil)
 		}
@@ -68,7 +68,7 @@ func TestFloor_WindowsOverlapAndZone(t *testing.T) {
 		{24 * time.Hour, 3},                                 // 19:00 in New York: zone window ended, hourly on
 		{24*time.Hour + 10*time.Minute, 0},
 	} {
-		if d := Floor(p, History{}, day.Add(s.now)); d.Floor != s.floor {
+		if d := Floor(p, Pattern{}, day.Add(s.now)); d.Floor != s.floor {
 			t.Errorf("+%s: floor %d (%s), want %d", s.now, d.Floor, d.Reason, s.floor)
 		}
 	}
@@ -128,14 +128,14 @@ func TestPredict_BurstEveryFiveMinutes(t *testing.T) {
 
 	// The floor: off well before, on lead ahead of the burst, off after it.
 	p := mustPlan(t, manifest.Prewarm{Predictive: true, Lead: manifest.Duration(30 * time.Second), Min: 2})
-	if d := Floor(p, h, b.Next.Add(-30*time.Second-b.Jitter-time.Second)); d.Floor != 0 {
+	if d := Floor(p, Learn(h), b.Next.Add(-30*time.Second-b.Jitter-time.Second)); d.Floor != 0 {
 		t.Errorf("before lead: floor %d (%s)", d.Floor, d.Reason)
 	}
-	d := Floor(p, h, b.Next.Add(-30*time.Second))
+	d := Floor(p, Learn(h), b.Next.Add(-30*time.Second))
 	if d.Floor != 2 || !strings.Contains(d.Reason, "a burst every 5m0s") {
 		t.Errorf("lead before the burst: floor %d (%s), want 2", d.Floor, d.Reason)
 	}
-	if d := Floor(p, h, b.Next.Add(b.Length+b.Jitter+time.Second)); d.Floor != 0 {
+	if d := Floor(p, Learn(h), b.Next.Add(b.Length+b.Jitter+time.Second)); d.Floor != 0 {
 		t.Errorf("after the expected burst: floor %d (%s)", d.Floor, d.Reason)
 	}
 }
@@ -158,7 +158,7 @@ func TestPredict_RaisesAheadOfEveryBurstOnceLearned(t *testing.T) {
 			}
 		}
 		inBurst = h.Active
-		prevFloor = Floor(p, h, now.Add(time.Second)).Floor
+		prevFloor = Floor(p, Learn(h), now.Add(time.Second)).Floor
 		if prevFloor > 0 {
 			floorSeconds++
 		}
@@ -230,4 +230,32 @@ func TestObserve_Bounded(t *testing.T) {
 	if e := h.Episodes[len(h.Episodes)-1]; !e.End.Equal(e.Start) {
 		t.Errorf("last episode %v: a one-tick episode ends where it starts", e)
 	}
+}
+
+// BenchmarkLearn is learning from a full history (MaxEpisodes: bursts
+// every 5 minutes, strays between), which the controller does when an
+// episode begins or ends.
+func BenchmarkLearn(b *testing.B) {
+	start := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	h := trace(start, MaxEpisodes*2/3, 5*time.Minute, 20*time.Second, 2*time.Second, nil)
+	p, _ := Compile([]manifest.Prewarm{{Predictive: true, Lead: manifest.Duration(30 * time.Second), Min: 1}})
+	now := h.Episodes[len(h.Episodes)-1].Start.Add(time.Minute)
+	b.ReportAllocs()
+	for b.Loop() {
+		Floor(p, Learn(h), now)
+	}
+}
+
+// BenchmarkFloor_Learned is the per-tick cost once the pattern is learned.
+func BenchmarkFloor_Learned(b *testing.B) {
+	start := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	h := trace(start, MaxEpisodes*2/3, 5*time.Minute, 20*time.Second, 2*time.Second, nil)
+	p, _ := Compile([]manifest.Prewarm{{Predictive: true, Lead: manifest.Duration(30 * time.Second), Min: 1}})
+	now := h.Episodes[len(h.Episodes)-1].Start.Add(time.Minute)
+	pt := Learn(h)
+	b.ReportAllocs()
+	for b.Loop() {
+		Floor(p, pt, now)
+	}
+	b.ReportMetric(float64(len(h.Episodes)), "episodes")
 }

@@ -221,8 +221,9 @@ type sim struct {
 
 	// The manifest's prewarm entries and the traffic history they learn
 	// from, as the controller keeps them (nil plan: none).
-	plan *prewarm.Plan
-	hist prewarm.History
+	plan    *prewarm.Plan
+	hist    prewarm.History
+	learned prewarm.Pattern
 }
 
 // Simulate replays tr through a deployment of cfg.Manifest with the
@@ -523,9 +524,12 @@ func (s *sim) evaluate() {
 		InFlight: s.inflight, Busy: busy, Leader: true}
 	if s.plan != nil { // the controller's prewarmFloor, in simulated time
 		if s.plan.Predictive() {
-			s.hist, _ = prewarm.Observe(s.hist, s.at(s.now), avg > 0 || s.queued > 0)
+			var changed bool
+			if s.hist, changed = prewarm.Observe(s.hist, s.at(s.now), avg > 0 || s.queued > 0); changed {
+				s.learned = prewarm.Learn(s.hist)
+			}
 		}
-		t.Floor = prewarm.Floor(s.plan, s.hist, s.at(s.now)).Floor
+		t.Floor = prewarm.Floor(s.plan, s.learned, s.at(s.now)).Floor
 	}
 	s.step(t)
 }
