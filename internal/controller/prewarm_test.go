@@ -12,6 +12,7 @@ import (
 	"tandem/internal/backend/fake"
 	"tandem/internal/controller"
 	"tandem/internal/metrics"
+	"tandem/internal/prewarm"
 	"tandem/internal/store"
 )
 
@@ -110,5 +111,55 @@ func TestController_PrewarmWindow(t *testing.T) {
 	}
 	if g := gauge(); g != 0 {
 		t.Fatalf("gauge %v after the window", g)
+	}
+}
+
+// The predictive learner reads the deployment's history from the store (as
+// after a restart) and raises the floor lead ahead of the next burst.
+func TestController_PrewarmPredictiveFromStoredHistory(t *testing.T) {
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	// Six bursts of 20s, 5 minutes apart; the last began at 10:25, so the
+	// next is due at 10:30.
+	base := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	var h prewarm.History
+	for i := range 6 {
+		s := base.Add(time.Duration(i) * 5 * time.Minute)
+		h.Episodes = append(h.Episodes, prewarm.Episode{Start: s, End: s.Add(20 * time.Second)})
+	}
+	if err := st.PutJSON("prewarm-history", "p", h); err != nil {
+		t.Fatal(err)
+	}
+	var clock atomic.Int64
+	clock.Store(base.Add(29 * time.Minute).UnixNano()) // 10:29: 60s before the burst
+	c := controller.New(controller.Config{Store: st, Backends: map[string]backend.Backend{"process": fake.New(http.NotFoundHandler())},
+		DefaultBackend: "process", Tick: 20 * time.Millisecond,
+		Clock: func() time.Time { return time.Unix(0, clock.Load()).UTC() }})
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Shutdown(context.Background()) })
+	if _, err := c.Apply(context.Background(), parse(t, "name: p\nruntime: {command: [x]}\nscaling: {idle_timeout: 1s}\nprewarm: [{predictive: true, lead: 30s}]\n")); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := c.Lookup("p")
+	time.Sleep(100 * time.Millisecond)
+	s := d.Status()
+	if s.Prewarm == nil || s.Prewarm.Floor != 0 || s.Prewarm.NextBurst == nil || !s.Prewarm.NextBurst.Equal(base.Add(30*time.Minute)) || s.Prewarm.Period != "5m0s" {
+		t.Fatalf("a minute before the burst: %+v", s.Prewarm)
+	}
+	clock.Store(base.Add(29*time.Minute + 30*time.Second).UnixNano()) // lead before it
+	deadline := time.Now().Add(10 * time.Second)
+	for s = d.Status(); s.Ready != 1 || s.Prewarm.Floor != 1; s = d.Status() {
+		if time.Now().After(deadline) {
+			t.Fatalf("30s before the burst: ready %d, %+v", s.Ready, s.Prewarm)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(s.Prewarm.Reason, "predictive: a burst every 5m0s, next expected at 10:30:00") {
+		t.Fatalf("reason %q", s.Prewarm.Reason)
 	}
 }
