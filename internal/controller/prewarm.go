@@ -82,14 +82,12 @@ func (d *Deployment) loadHistory() {
 	if st == nil {
 		return
 	}
-	err := st.ForEachJSON(prewarmBucket, func() any { return new(prewarm.History) }, func(key string, v any) error {
-		if key == d.Name {
-			d.pw.hist = *v.(*prewarm.History)
-			d.pw.hist.Active = false // what was going on before a restart is over
-			d.pw.learned = prewarm.Learn(d.pw.hist)
-		}
-		return nil
-	})
+	var h prewarm.History
+	found, err := st.GetJSON(prewarmBucket, d.Name, &h)
+	if found && err == nil {
+		h.Active = false // what was going on before a restart is over
+		d.pw.hist, d.pw.learned = h, prewarm.Learn(h)
+	}
 	if err != nil {
 		d.log.Warn("prewarm history not read; learning again", "err", err)
 	}
@@ -141,7 +139,9 @@ func (d *Deployment) prewarmFloor(now time.Time, active bool) int {
 			pw.events = slices.Delete(pw.events, 0, len(pw.events)-prewarmEvents)
 		}
 	}
-	if dec.Floor != pw.cur.Floor || !pw.metricOn {
+	// The gauge exists for deployments with prewarm entries, and for
+	// others once a floor was asked for (no series for every deployment).
+	if dec.Floor != pw.cur.Floor || (!pw.metricOn && pw.plan != nil) {
 		d.c.cfg.Metrics.PrewarmFloor(d.Name, dec.Floor)
 		pw.metricOn = true
 	}

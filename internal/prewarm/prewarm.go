@@ -192,8 +192,10 @@ const (
 	MaxPeriod = 6 * time.Hour
 	// MinSupport is the intervals that must match before a period counts.
 	MinSupport = 3
-	// neighbours is how many later starts each start is paired with.
-	neighbours = 8
+	// neighbours is how many later starts each start is paired with, and
+	// candidateStarts how many of the latest starts give candidates.
+	neighbours      = 8
+	candidateStarts = 64
 )
 
 // Pattern is the periodic burst Learn found in a history; the zero
@@ -214,8 +216,8 @@ func Predict(h History, now time.Time) (Burst, bool) { return Learn(h).Next(now)
 // the one before within a tolerance (2% of the period, between 2s and
 // 10s; other traffic in between is skipped). Chains favour the
 // fundamental period over its multiples, and random traffic rarely makes
-// one. It needs MinSupport links. It costs O(n^2) in the episodes (about
-// 17 ms at MaxEpisodes), so callers learn again only when Observe says
+// one. It needs MinSupport links. It costs O(n) passes over the episodes (a few
+// ms at MaxEpisodes), so callers learn again only when Observe says
 // the history changed, and ask Next every tick.
 func Learn(h History) Pattern {
 	eps := h.Episodes
@@ -232,7 +234,9 @@ func Learn(h History) Pattern {
 	var bestEnd int
 	var bestParents []int
 	seen := map[time.Duration]bool{}
-	for i := range starts {
+	// Candidate periods come from the recent starts: the pattern that
+	// matters is the current one, and each candidate costs a pass.
+	for i := max(0, len(starts)-candidateStarts); i < len(starts); i++ {
 		for j := i + 1; j < len(starts) && j <= i+neighbours; j++ {
 			cand := starts[j].Sub(starts[i])
 			if cand < MinPeriod || cand > MaxPeriod {
