@@ -259,3 +259,25 @@ func BenchmarkFloor_Learned(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(h.Episodes)), "episodes")
 }
+
+// FuzzLearn feeds arbitrary episode starts (a stored history is read back
+// after a restart): Learn and Next must not panic, and a burst they
+// predict lies after the pattern's last start, a period on.
+func FuzzLearn(f *testing.F) {
+	f.Add([]byte{30, 30, 30, 30, 30, 30}, uint16(10))
+	f.Add([]byte{1, 255, 0, 0, 7, 30, 30, 30}, uint16(0))
+	f.Fuzz(func(t *testing.T, gaps []byte, length uint16) {
+		start := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+		var h History
+		at := start
+		for _, g := range gaps {
+			at = at.Add(time.Duration(g) * 10 * time.Second) // gaps of 0 included
+			h.Episodes = append(h.Episodes, Episode{Start: at, End: at.Add(time.Duration(length) * time.Millisecond)})
+		}
+		pt := Learn(h)
+		b, ok := pt.Next(at.Add(time.Minute))
+		if ok && (b.Period < MinPeriod-10*time.Second || !b.Next.After(pt.Last)) {
+			t.Fatalf("burst %+v from pattern %+v", b, pt)
+		}
+	})
+}
