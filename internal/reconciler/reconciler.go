@@ -234,7 +234,11 @@ func (c *Core) evaluate(now time.Time, t Tick) {
 		c.emit(PanicStarted{})
 	}
 	c.desired = c.decision.Desired
-	if f := min(t.Floor, c.params.Max); f > c.desired {
+	f := t.Floor
+	if c.params.Max > 0 { // 0: no upper bound
+		f = min(f, c.params.Max)
+	}
+	if f > c.desired {
 		c.desired, c.decision.Desired, c.decision.Reason = f, f, ReasonFloor
 	}
 	c.reconcile(now)
