@@ -136,6 +136,7 @@ func printStatus(w io.Writer, s *controller.Status, wide bool) {
 		}
 		fmt.Fprintf(w, "Scaling:   %s%s\n", s.Reason, panic)
 	}
+	printPrewarm(w, s.Prewarm)
 	fmt.Fprintf(w, "Restarts:  %d\n", s.Restarts)
 	if s.LastError != "" {
 		at := ""

@@ -68,6 +68,9 @@ type Config struct {
 	// platform see, so that the leader decides on the sum; nil when this
 	// process is alone.
 	Peers PeerStats
+	// Clock is the time prewarm's schedules and learner read; nil is the
+	// loop's own clock. Tests step it.
+	Clock func() time.Time
 }
 
 // PeerStats carries per-deployment concurrency between tandem processes
@@ -316,6 +319,9 @@ func (c *Controller) Delete(ctx context.Context, name string) error {
 		return err
 	}
 	delete(c.deps, name)
+	if err := c.cfg.Store.DeleteJSON(prewarmBucket, name); err != nil {
+		c.log.Warn("prewarm history not deleted", "model", name, "err", err)
+	}
 	c.deletedAt[name] = time.Now()
 	c.publish()
 	c.mu.Unlock()

@@ -59,6 +59,7 @@ type Deployment struct {
 	stop    chan chan struct{}
 	ended   chan struct{} // closed when the loop has returned
 	status  atomic.Pointer[Status]
+	pw      prewarmState // prewarm.go
 
 	// Loop-owned state.
 	man  *manifest.Manifest
@@ -111,6 +112,7 @@ func (c *Controller) newDeployment(r *store.Record, be backend.Backend, rb backe
 	d.rec.Store(r)
 	d.Pool = pool.New(d.poolConfig(r.Manifest))
 	d.configureCache(r.Manifest)
+	d.loadHistory()
 	now := time.Now()
 	c.cfg.Meter.Deployment(r.Manifest, now)
 	for _, bi := range adopted {
@@ -246,6 +248,7 @@ func (d *Deployment) tick(ctx context.Context, now time.Time) {
 	avg, dt, lastActive := d.Pool.Sample(now)
 	t := reconciler.Tick{Avg: avg, Dt: dt, LastActive: lastActive,
 		Queued: d.Pool.Queued(), InFlight: d.Pool.InFlight(), Leader: d.act.leader()}
+	t.Floor = d.prewarmFloor(now, avg > 0 || t.Queued > 0)
 	if len(d.pis) > 0 {
 		t.Busy = make(map[string]int, len(d.pis))
 		for id, pi := range d.pis {
@@ -313,6 +316,7 @@ func (d *Deployment) apply(ctx context.Context, now time.Time, effects []reconci
 				pi.Startup = &pool.Startup{Trigger: st.Trigger, Launched: st.Launched, Started: st.Started, Ready: st.Ready, Phases: d.started[e.ID].Phases}
 				d.c.cfg.Metrics.Phase(d.Name, "ready", st.Ready.Sub(st.Started).Seconds())
 				d.c.cfg.Metrics.Phase(d.Name, "total", st.Ready.Sub(st.Trigger).Seconds())
+				d.noteStart(st.Ready.Sub(st.Trigger))
 			}
 			pi.SetFloor(e.Floor)
 			d.pis[e.ID] = pi
@@ -428,6 +432,9 @@ type Status struct {
 	CreatedAt   time.Time          `json:"created_at"`
 	UpdatedAt   time.Time          `json:"updated_at"`
 	Manifest    *manifest.Manifest `json:"manifest"`
+	// Prewarm is the prewarm floor, its recent changes and the cold
+	// start estimate; nil when the deployment has none of them.
+	Prewarm *PrewarmStatus `json:"prewarm,omitempty"`
 }
 
 // InstanceStatus is one instance in a Status.
@@ -466,6 +473,7 @@ func (d *Deployment) publishStatus() {
 		Restarts: v.Restarts, LastError: v.LastError,
 		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, Manifest: r.Manifest,
 		Instances: []InstanceStatus{},
+		Prewarm:   d.prewarmStatus(),
 	}
 	s.Ready, s.Starting, s.Draining = v.Counts()
 	if !v.LastErrorAt.IsZero() {

@@ -57,7 +57,9 @@ func New(models Models, log *slog.Logger) *Gateway {
 // Handle mounts an extra handler on the gateway's mux.
 func (g *Gateway) Handle(pattern string, h http.Handler) { g.mux.Handle(pattern, h) }
 
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.mux.ServeHTTP(w, withDeadline(w, r))
+}
 
 func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	if g.wantsAsync(r) {
@@ -76,12 +78,15 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sw := &statusWriter{ResponseWriter: w}
-	lease, err := acquire(r.Context(), d.Pool) // the pool bounds the wait itself
+	lease, served, err := g.acquireWithin(r.Context(), d) // the pool bounds the wait itself
 	if err != nil {
 		sw.Header().Set(HeaderColdStart, "false")
 		problem.Write(sw, err)
 		ex.Finish(sw.code(), false, err)
 		return
+	}
+	if served != d {
+		sw.Header().Set(HeaderFallback, served.Name)
 	}
 	defer lease.Release()
 	defer func() { ex.Finish(sw.code(), lease.ColdStart, nil) }()
@@ -94,7 +99,7 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	// The request's own budget starts once it has an instance.
 	rctx, rcancel := context.WithTimeout(r.Context(), ex.Timeout())
 	defer rcancel()
-	g.forward(rctx, sw, r, Route{Lease: lease, Model: ex.Model, Reacquire: d.Pool.AcquireExcept, Retried: d.Metrics.Retries.Inc})
+	g.forward(rctx, sw, r, Route{Lease: lease, Model: ex.Model, Reacquire: served.Pool.AcquireExcept, Retried: d.Metrics.Retries.Inc})
 }
 
 type bufferPool struct{ p sync.Pool }

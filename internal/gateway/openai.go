@@ -172,12 +172,15 @@ func (o *openAI) serve(w http.ResponseWriter, r *http.Request, path string) {
 		return
 	}
 	uw := &usageWriter{ResponseWriter: w}
-	lease, err := acquire(r.Context(), ex.Deployment.Pool) // the pool bounds the wait itself
+	lease, served, err := o.g.acquireWithin(r.Context(), ex.Deployment) // the pool bounds the wait itself
 	if err != nil {
 		w.Header().Set(HeaderColdStart, "false")
 		writeOpenAIError(uw, err)
 		ex.Finish(uw.code(), false, err)
 		return
+	}
+	if served != ex.Deployment {
+		w.Header().Set(HeaderFallback, served.Name)
 	}
 	defer lease.Release()
 	// Deferred, so that they run when forward cuts a broken stream short
@@ -202,7 +205,7 @@ func (o *openAI) serve(w http.ResponseWriter, r *http.Request, path string) {
 	rctx, cancel := context.WithTimeout(r.Context(), ex.Timeout())
 	defer cancel()
 	d = ex.Deployment
-	o.g.forward(rctx, uw, r, Route{Lease: lease, Model: ex.Model, Path: path, Reacquire: d.Pool.AcquireExcept, Retried: d.Metrics.Retries.Inc,
+	o.g.forward(rctx, uw, r, Route{Lease: lease, Model: ex.Model, Path: path, Reacquire: served.Pool.AcquireExcept, Retried: d.Metrics.Retries.Inc,
 		WriteError: writeOpenAIError})
 }
 
@@ -342,6 +345,7 @@ func writeOpenAIError(w http.ResponseWriter, err error) {
 	if e.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
 	}
+	e.WriteHeader(h)
 	oe := openAIError{Message: e.Message, Type: openAIErrorType(e), Code: &e.Code}
 	if e.Field != "" {
 		oe.Param = &e.Field

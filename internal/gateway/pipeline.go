@@ -167,13 +167,15 @@ var _ inference.Front = (*Gateway)(nil)
 // through the activator, bounded by timeouts.request from the moment an
 // instance took the call, and retried once on another instance when the
 // first failed before answering.
-type upstream struct{ d *controller.Deployment }
+type upstream struct {
+	g *Gateway
+	d *controller.Deployment
+}
 
 var _ inference.Upstream = upstream{}
 
 func (u upstream) Do(ctx context.Context, req *http.Request) (*http.Response, bool, error) {
-	d := u.d
-	lease, err := acquire(ctx, d.Pool)
+	lease, d, err := u.g.acquireWithin(ctx, u.d) // d: the fallback, when it took the call
 	if err != nil {
 		return nil, false, err
 	}

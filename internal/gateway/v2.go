@@ -39,7 +39,7 @@ func (v V2Models) Model(name string) (inference.Model, bool) {
 		Ready:    func() bool { return len(d.Pool.Ready()) > 0 },
 		Metadata: d.DecodedMetadata(decodeMetadata).(*inference.ModelMetadata),
 		Batching: d.Manifest().Batching,
-		Upstream: upstream{d},
+		Upstream: upstream{g: v.g, d: d},
 	}, true
 }
 

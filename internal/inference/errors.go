@@ -31,6 +31,7 @@ func WriteError(w http.ResponseWriter, err error) {
 	if e.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
 	}
+	e.WriteHeader(h)
 	w.WriteHeader(e.Status)
 	w.Write(b)
 }

@@ -55,6 +55,13 @@ type Manifest struct {
 	// Async, when set, tunes the retries and destinations of the
 	// deployment's asynchronous invocations (async.go).
 	Async *Async `yaml:"async,omitempty" json:"async,omitempty"`
+	// Prewarm raises the deployment's floor ahead of expected traffic:
+	// scheduled windows and a predictive learner (prewarm.go).
+	Prewarm []Prewarm `yaml:"prewarm,omitempty" json:"prewarm,omitempty"`
+	// Fallback names another deployment that answers a request whose
+	// deadline is shorter than this one's expected cold start, when that
+	// deployment has a warm instance (docs/hybrid.md, "Deadlines").
+	Fallback string `yaml:"fallback,omitempty" json:"fallback,omitempty"`
 }
 
 // Burst is where a hybrid deployment's burst instances run when not on
@@ -190,6 +197,10 @@ type Timeouts struct {
 	Request Duration `yaml:"request,omitempty" json:"request,omitempty"`
 	// Grace is the time between SIGTERM and SIGKILL when stopping.
 	Grace Duration `yaml:"grace,omitempty" json:"grace,omitempty"`
+	// Deadline is how long a request may wait for a cold start when it
+	// does not say (X-Tandem-Deadline, or gRPC's deadline); 0 is no
+	// deadline: requests wait for the start as long as timeouts.startup.
+	Deadline Duration `yaml:"deadline,omitempty" json:"deadline,omitempty"`
 }
 
 // Resources are per-instance limits.

@@ -224,6 +224,11 @@ func checkValue(n *yaml.Node, t reflect.Type, path string, probs *[]Problem) {
 		case !utf8.ValidString(s):
 			add("must be UTF-8 text")
 		}
+	case reflect.Bool:
+		var b bool
+		if n.Kind != yaml.ScalarNode || n.Decode(&b) != nil {
+			add("must be true or false")
+		}
 	case reflect.Int, reflect.Int64:
 		if n.Kind != yaml.ScalarNode {
 			add("must be an integer")
@@ -349,6 +354,7 @@ func (m *Manifest) SetDefaults() {
 	}
 	m.Cache.setDefaults()
 	m.Async.setDefaults()
+	setPrewarmDefaults(m.Prewarm)
 	if b := m.Batching; b != nil {
 		if b.MaxBatchSize == 0 {
 			b.MaxBatchSize = DefaultBatchMaxBatchSize
@@ -528,6 +534,17 @@ func (m *Manifest) Validate() error {
 	}
 	probs = append(probs, m.Cache.validate()...)
 	probs = append(probs, m.Async.validate()...)
+	validatePrewarm(m, bad)
+	if m.Timeouts.Deadline < 0 {
+		bad("timeouts.deadline", "must not be negative (0 means no deadline)")
+	}
+	switch {
+	case m.Fallback == "":
+	case !nameRE.MatchString(m.Fallback):
+		bad("fallback", "%q is not a deployment name", m.Fallback)
+	case m.Fallback == m.Name:
+		bad("fallback", "%q is this deployment: name another deployment", m.Fallback)
+	}
 	if len(probs) > 0 {
 		return &Error{Problems: probs}
 	}

@@ -206,6 +206,22 @@ batching: {max_batch_size: 16, max_delay: 2ms}
 		{"cache path with query", base + "cache: {paths: ['/predict?x=1']}\n", false},
 		{"cache path twice", base + "cache: {paths: [/a, /a]}\n", false},
 		{"cache unknown field", base + "cache: {size: 1Mi}\n", false},
+		{"prewarm window", base + "prewarm: [{cron: '0 9 * * 1-5', min: 2, for: 8h}]\n", true},
+		{"prewarm window in a zone", base + "prewarm: [{cron: '@daily', min: 1, for: 1h, timezone: Europe/Paris}]\n", true},
+		{"prewarm predictive", base + "prewarm: [{predictive: true, lead: 30s}]\n", true},
+		{"prewarm predictive and window", base + "prewarm: [{predictive: true}, {cron: '*/5 * * * *', min: 1, for: 1m}]\n", true},
+		{"prewarm window without for", base + "prewarm: [{cron: '0 9 * * *', min: 1}]\n", false},
+		{"prewarm window without min", base + "prewarm: [{cron: '0 9 * * *', for: 1h}]\n", false},
+		{"prewarm cron and predictive", base + "prewarm: [{cron: '0 9 * * *', min: 1, for: 1h, predictive: true}]\n", false},
+		{"prewarm predictive with for", base + "prewarm: [{predictive: true, for: 1h}]\n", false},
+		{"prewarm predictive not a bool", base + "prewarm: [{predictive: sometimes}]\n", false},
+		{"prewarm empty entry", base + "prewarm: [{}]\n", false},
+		{"prewarm unknown field", base + "prewarm: [{cron: '0 9 * * *', min: 1, for: 1h, every: 2}]\n", false},
+		{"prewarm not a list", base + "prewarm: {predictive: true}\n", false},
+		{"deadline", base + "timeouts: {deadline: 150ms}\n", true},
+		{"bad deadline", base + "timeouts: {deadline: soon}\n", false},
+		{"fallback", base + "fallback: small-model\n", true},
+		{"fallback not a name", base + "fallback: Small_Model\n", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -24,6 +24,7 @@ type Metrics struct {
 	instanceEnd *prometheus.CounterVec
 	scaleEvents *prometheus.CounterVec
 	cache       *prometheus.CounterVec
+	prewarm     prewarmGauges
 }
 
 // New makes the registry with Go and process collectors.
@@ -66,6 +67,8 @@ func New() *Metrics {
 		}, []string{"model", "result"}),
 	}
 	r.MustRegister(m.requests, m.retries, m.latency, m.coldStarts, m.coldStart, m.phases, m.instanceEnd, m.scaleEvents, m.cache)
+	m.prewarm = newPrewarmGauges()
+	r.MustRegister(m.prewarm.collectors()...)
 	return m
 }
 
@@ -130,7 +133,7 @@ func (m *Metrics) Panic(model string) { m.scaleEvents.WithLabelValues(model).Inc
 func (m *Metrics) Forget(model string) {
 	for _, v := range []interface {
 		DeletePartialMatch(prometheus.Labels) int
-	}{m.requests, m.retries, m.latency, m.coldStarts, m.coldStart, m.phases, m.instanceEnd, m.scaleEvents, m.cache} {
+	}{m.requests, m.retries, m.latency, m.coldStarts, m.coldStart, m.phases, m.instanceEnd, m.scaleEvents, m.cache, m.prewarm.floor, m.prewarm.estimate} {
 		v.DeletePartialMatch(prometheus.Labels{"model": model})
 	}
 }

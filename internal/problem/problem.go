@@ -30,7 +30,11 @@ type Error struct {
 	Details any `json:"details,omitempty"`
 	// RetryAfter, when positive, is sent as a Retry-After header.
 	RetryAfter time.Duration `json:"-"`
-	err        error
+	// Header holds more headers the answer carries (such as
+	// X-Tandem-Cold-Start-Estimate); every protocol's error writer sends
+	// them.
+	Header http.Header `json:"-"`
+	err    error
 }
 
 func (e *Error) Error() string {
@@ -97,8 +101,16 @@ func Write(w http.ResponseWriter, err error) {
 	if e.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
 	}
+	e.WriteHeader(h)
 	w.WriteHeader(e.Status)
 	json.NewEncoder(w).Encode(struct {
 		Error *Error `json:"error"`
 	}{e})
+}
+
+// WriteHeader copies e.Header into h.
+func (e *Error) WriteHeader(h http.Header) {
+	for k, vs := range e.Header {
+		h[k] = vs
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"tandem/internal/cost"
 	"tandem/internal/loadgen"
 	"tandem/internal/manifest"
+	"tandem/internal/prewarm"
 	"tandem/internal/reconciler"
 	"tandem/internal/trace"
 )
@@ -219,6 +220,12 @@ type sim struct {
 	lat, cold *loadgen.Histogram
 	res       Result
 	lastDone  time.Duration
+
+	// The manifest's prewarm entries and the traffic history they learn
+	// from, as the controller keeps them (nil plan: none).
+	plan    *prewarm.Plan
+	hist    prewarm.History
+	learned prewarm.Pattern
 }
 
 // Simulate replays tr through a deployment of cfg.Manifest with the
@@ -247,6 +254,15 @@ func Simulate(tr *trace.Trace, tm Timings, cfg Config) (*Result, error) {
 		cold:    loadgen.NewHistogram(),
 	}
 	s.res.Mode = m.Mode
+	plan, err := prewarm.Compile(m.Prewarm)
+	if err != nil {
+		return nil, err
+	}
+	if plan != nil {
+		// The floor moves with the clock, not only with traffic: no
+		// tick may be skipped.
+		s.plan, s.cfg.everyTick = plan, true
+	}
 	s.reqs = s.meter.Requests(m.Name)
 	s.meter.Deployment(m, epoch)
 	// The measured stretch starts with the deployment settled: dedicated
@@ -522,8 +538,18 @@ func (s *sim) evaluate() {
 			busy[in.id] = in.inflight
 		}
 	}
-	s.step(reconciler.Tick{Avg: avg, Dt: dt, LastActive: lastActive, Queued: s.queued,
-		InFlight: s.inflight, Busy: busy, Leader: true})
+	t := reconciler.Tick{Avg: avg, Dt: dt, LastActive: lastActive, Queued: s.queued,
+		InFlight: s.inflight, Busy: busy, Leader: true}
+	if s.plan != nil { // the controller's prewarmFloor, in simulated time
+		if s.plan.Predictive() {
+			var changed bool
+			if s.hist, changed = prewarm.Observe(s.hist, s.at(s.now), avg > 0 || s.queued > 0); changed {
+				s.learned = prewarm.Learn(s.hist)
+			}
+		}
+		t.Floor = prewarm.Floor(s.plan, s.learned, s.at(s.now)).Floor
+	}
+	s.step(t)
 }
 
 func (s *sim) step(ev reconciler.Event) {

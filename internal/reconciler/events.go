@@ -33,6 +33,10 @@ type Tick struct {
 	// Leader says whether this process may change replica counts (replica
 	// mode; instance mode ignores it).
 	Leader bool
+	// Floor is an extra minimum from outside the autoscaler (prewarm,
+	// or a request that asked for a warm instance): the size is at least
+	// min(Floor, scaling.max). 0 adds nothing.
+	Floor int
 }
 
 // Started says Backend.Start returned for an instance.

@@ -238,8 +238,18 @@ func (c *Core) evaluate(now time.Time, t Tick) {
 		c.emit(PanicStarted{})
 	}
 	c.desired = c.decision.Desired
+	f := t.Floor
+	if c.params.Max > 0 { // 0: no upper bound
+		f = min(f, c.params.Max)
+	}
+	if f > c.desired {
+		c.desired, c.decision.Desired, c.decision.Reason = f, f, ReasonFloor
+	}
 	c.reconcile(now)
 }
+
+// ReasonFloor is the decision's reason when Tick.Floor raised the size.
+const ReasonFloor = "prewarm floor"
 
 // reconcile starts or retires instances of the current revision until
 // their number matches desired, and retires older revisions once the

@@ -50,6 +50,7 @@ type world struct {
 	effects  []Effect
 	failed   []FailWaiters
 	nextTick time.Time
+	floor    int // Tick.Floor of every tick
 }
 
 type timed struct {
@@ -104,7 +105,7 @@ func (w *world) sample() Tick {
 	for id := range w.pool {
 		busy[id] = 0
 	}
-	return Tick{Avg: avg, Dt: dt, LastActive: w.lastActive, Queued: w.queued, InFlight: w.inflight, Busy: busy, Leader: true}
+	return Tick{Avg: avg, Dt: dt, LastActive: w.lastActive, Queued: w.queued, InFlight: w.inflight, Busy: busy, Leader: true, Floor: w.floor}
 }
 
 func (w *world) step(ev Event) {

@@ -52,3 +52,25 @@ func (s *Store) ForEachJSON(bucket string, mk func() any, fn func(key string, v 
 		})
 	})
 }
+
+// GetJSON decodes the record key of bucket into v and reports whether
+// there was one; a record that does not decode is an error that names it.
+func (s *Store) GetJSON(bucket, key string, v any) (bool, error) {
+	var found bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		bk := tx.Bucket([]byte(bucket))
+		if bk == nil {
+			return nil
+		}
+		raw := bk.Get([]byte(key))
+		if raw == nil {
+			return nil
+		}
+		found = true
+		if err := json.Unmarshal(raw, v); err != nil {
+			return fmt.Errorf("stored %s record %q: %w", bucket, key, err)
+		}
+		return nil
+	})
+	return found, err
+}
