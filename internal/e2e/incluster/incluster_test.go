@@ -302,7 +302,7 @@ func stripComments(doc []byte) []byte {
 // tandem-system and tandem renamed to sysNS and modelNS, the Secret
 // tandem-admin-token, and what the local cluster needs to reach its API
 // server (see forwardAPIServer).
-func applyDeploy(t *testing.T, ctx context.Context, c k8s.Interface, objs []runtime.Object, sysNS, modelNS, token, apiAddr string) {
+func applyDeploy(t *testing.T, ctx context.Context, c k8s.Interface, objs []runtime.Object, sysNS, modelNS, token, apiAddr string, adapt ...func(*appsv1.Deployment)) {
 	t.Helper()
 	rename := func(ns string) string {
 		switch ns {
@@ -344,6 +344,9 @@ func applyDeploy(t *testing.T, ctx context.Context, c k8s.Interface, objs []runt
 		case *appsv1.Deployment:
 			deployments++
 			adaptTandem(t, o, modelNS)
+			for _, f := range adapt {
+				f(o)
+			}
 		}
 		m, err := metaOf(o)
 		if err != nil {
@@ -419,7 +422,9 @@ func create(ctx context.Context, c k8s.Interface, o runtime.Object) error {
 	var err error
 	switch o := o.(type) {
 	case *corev1.Namespace:
-		_, err = c.CoreV1().Namespaces().Create(ctx, o, opts)
+		if _, err = c.CoreV1().Namespaces().Create(ctx, o, opts); apierrors.IsAlreadyExists(err) {
+			err = nil // a test that made it first (to put something there before tandem)
+		}
 	case *corev1.Secret:
 		_, err = c.CoreV1().Secrets(o.Namespace).Create(ctx, o, opts)
 	case *corev1.ConfigMap:
@@ -434,6 +439,8 @@ func create(ctx context.Context, c k8s.Interface, o runtime.Object) error {
 		_, err = c.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, opts)
 	case *appsv1.Deployment:
 		_, err = c.AppsV1().Deployments(o.Namespace).Create(ctx, o, opts)
+	case *appsv1.StatefulSet:
+		_, err = c.AppsV1().StatefulSets(o.Namespace).Create(ctx, o, opts)
 	default:
 		err = fmt.Errorf("the test does not create a %T: add it", o)
 	}

@@ -38,6 +38,11 @@ func main() {
 	http.HandleFunc("POST /sick", func(http.ResponseWriter, *http.Request) { sick.Store(true) })
 	http.HandleFunc("POST /well", func(http.ResponseWriter, *http.Request) { sick.Store(false) })
 	http.HandleFunc("/name", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, name) })
+	http.HandleFunc("/sleep", func(w http.ResponseWriter, r *http.Request) {
+		d, _ := time.ParseDuration(r.URL.Query().Get("d"))
+		time.Sleep(min(d, time.Minute))
+		io.WriteString(w, name)
+	})
 	http.HandleFunc("/cat", func(w http.ResponseWriter, r *http.Request) {
 		b, err := os.ReadFile(r.URL.Query().Get("path"))
 		if err != nil {
