@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -173,5 +174,64 @@ func TestTemplates_Lifecycle(t *testing.T) {
 				t.Errorf("process %d still runs", pid)
 			}
 		}
+	}
+}
+
+// TestTemplates_TemplateCrash: a template killed with kill -9 takes its
+// instances with it (each gets an Exit saying so, none is left running),
+// and the next start starts a new template.
+func TestTemplates_TemplateCrash(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "pidapp.py"), []byte(pidApp), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bs, err := Install(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := Wrap(fake.New(http.NotFoundHandler()), TemplateConfig{DataDir: t.TempDir()})
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	in1, err := b.Start(ctx, templateSpec(t, "c1", dir, bs, time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid, tpl int
+	fmt.Sscanf(get(t, in1.Addr), "%d %d", &pid, &tpl)
+	w, _ := b.Wait("c1")
+	if err := syscall.Kill(tpl, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ex := <-w:
+		if ex.Err == nil || !strings.Contains(ex.Err.Error(), "template ended") {
+			t.Fatalf("instance's exit: %v", ex)
+		}
+	case <-ctx.Done():
+		t.Fatal("no exit for the instance of a crashed template")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil || strings.Contains(string(b), ") Z") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("instance %d outlived its template", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	in2, err := b.Start(ctx, templateSpec(t, "c2", dir, bs, time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := phaseNames(in2); got != "template,fork" {
+		t.Fatalf("start after the crash: phases %q, want a new template", got)
+	}
+	var pid2, tpl2 int
+	fmt.Sscanf(get(t, in2.Addr), "%d %d", &pid2, &tpl2)
+	if tpl2 == tpl {
+		t.Fatal("the crashed template served the next start")
 	}
 }
