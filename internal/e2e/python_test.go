@@ -470,3 +470,23 @@ func TestPython_IrisLambdaHandler(t *testing.T) {
 	}
 	noneLeft(t, dataDir)
 }
+
+// A Python handler whose module fails to import (no template) reports it
+// to the Runtime API's /init/error: the request and status say why.
+func TestPython_LambdaHandlerImportError(t *testing.T) {
+	needDebianPython(t)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "fn.py"), "import nosuchmodule\n\ndef handler(event, context):\n    return {}\n")
+	dataDir := t.TempDir()
+	s := startServer(t, dataDir)
+	s.deploy(dir, fmt.Sprintf("name: badfn\nruntime:\n  lambda: {handler: fn.handler, python: %s}\n  workdir: .\ntimeouts:\n  startup: 30s\n", debianPython))
+	r := s.call("POST", "/2015-03-31/functions/badfn/invocations", `{}`)
+	if !strings.Contains(r.body, "Runtime.ImportModuleError") || !strings.Contains(r.body, "No module named") {
+		t.Fatalf("invoking a handler that fails to import: %v", r)
+	}
+	if st := s.status("badfn"); !strings.Contains(st.LastError, "No module named") {
+		t.Fatalf("status last_error %q", st.LastError)
+	}
+	s.stop(syscall.SIGTERM)
+	noneLeft(t, dataDir)
+}

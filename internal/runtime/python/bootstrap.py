@@ -192,7 +192,20 @@ def lambda_main(spec, template_fd):
             template_failed(template_fd, e)
         sys.exit(1)
     if template_fd is not None:
-        Template(template_fd, lambda: lambda_loop(handler)).run()
+        def prewarm():
+            # The client's code path, against a port bound but not
+            # listening (refused at once, and nobody else's).
+            import socket
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", 0))
+                RuntimeAPI("127.0.0.1:%d" % s.getsockname()[1]).call("GET", "/invocation/next")
+            except OSError:
+                pass
+            finally:
+                s.close()
+            json.loads(json.dumps({"body": "{}"}))
+        Template(template_fd, lambda: lambda_loop(handler), prewarm).run()
     else:
         lambda_loop(handler)
 
@@ -530,9 +543,14 @@ def wsgi_main(spec, template_fd):
     def serve(app):
         served.append(app)
         if template_fd is not None:
-            warm_wsgi(app, os.environ.pop("TANDEM_TEMPLATE_WARM", ""))
+            warm = os.environ.pop("TANDEM_TEMPLATE_WARM", "")
+            warm_wsgi(app, warm)
             wsgi_server_class(app)
-            Template(template_fd, lambda: serve_wsgi(app)).run()
+
+            def prewarm():
+                make_wsgi_server(app, "127.0.0.1", 0).server_close()
+                warm_wsgi(app, warm)
+            Template(template_fd, lambda: serve_wsgi(app), prewarm).run()
         else:
             serve_wsgi(app)
         os._exit(0)
@@ -679,9 +697,10 @@ class Template(object):
     hands it the instance's id, environment and log.
     """
 
-    def __init__(self, fd, serve_child):
+    def __init__(self, fd, serve_child, prewarm=None):
         self.fd = fd
         self.serve_child = serve_child
+        self.prewarm = prewarm
         self.children = {}  # pid -> id (None: the spare)
         self.byid = {}      # id -> pid
         self.spare = None   # (pid, pipe to it): a child ready to become an instance
@@ -841,6 +860,14 @@ class Template(object):
                 try:
                     np.random.seed()
                 except Exception:  # noqa: BLE001
+                    pass
+            if self.prewarm is not None:
+                # Run the serving path once while waiting, so that the pages
+                # it touches are copied from the template now, not during
+                # the cold start.
+                try:
+                    self.prewarm()
+                except Exception:  # noqa: BLE001 (a warm-up only)
                     pass
             # Wait for the instance this child becomes.
             data = b""

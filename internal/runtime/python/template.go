@@ -195,23 +195,9 @@ func (b *Templates) Start(ctx context.Context, spec backend.Spec) (backend.Insta
 	}
 	var phases []backend.Phase
 	t0 := time.Now()
-	t, fresh, err := b.template(spec)
-	if err != nil {
-		return backend.Instance{}, startFailed(spec.ID, "%w", err)
-	}
-	select {
-	case <-t.ready:
-	case <-ctx.Done():
-		return backend.Instance{}, startFailed(spec.ID, "waiting for the template: %w", ctx.Err())
-	}
-	if t.err != nil {
-		return backend.Instance{}, startFailed(spec.ID, "%w", t.err)
-	}
-	if fresh {
-		phases = append(phases, backend.Phase{Name: "template", Duration: time.Since(t0)})
-	}
 	port := rt.Port
 	if port == 0 {
+		var err error
 		if port, err = b.freePort(); err != nil {
 			return backend.Instance{}, startFailed(spec.ID, "finding a free port: %w", err)
 		}
@@ -220,40 +206,70 @@ func (b *Templates) Start(ctx context.Context, spec backend.Spec) (backend.Insta
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return backend.Instance{}, startFailed(spec.ID, "%w", err)
 	}
-	env := map[string]string{"PORT": strconv.Itoa(port)}
+	env := map[string]string{}
 	for k, v := range spec.Env {
 		env[k] = v
 	}
 	env["PORT"] = strconv.Itoa(port)
-
 	f := &forked{
 		info: backend.Instance{
 			ID: spec.ID, Deployment: spec.Deployment, Revision: spec.Revision,
 			Addr:      net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 			StartedAt: t0, Containment: ContainTemplate,
 		},
-		tpl:  t,
 		done: make(chan struct{}),
 	}
 	reply := make(chan error, 1)
-	b.mu.Lock()
-	if b.closed || t.dead {
+	var t *template
+	for attempt := 0; ; attempt++ {
+		var fresh bool
+		var err error
+		t, fresh, err = b.template(spec)
+		if err != nil {
+			return backend.Instance{}, startFailed(spec.ID, "%w", err)
+		}
+		select {
+		case <-t.ready:
+		case <-ctx.Done():
+			return backend.Instance{}, startFailed(spec.ID, "waiting for the template: %w", ctx.Err())
+		}
+		if t.err != nil {
+			return backend.Instance{}, startFailed(spec.ID, "%w", t.err)
+		}
+		if fresh {
+			phases = append(phases, backend.Phase{Name: "template", Duration: time.Since(t0)})
+		}
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			return backend.Instance{}, startFailed(spec.ID, "templates closed")
+		}
+		if t.dead || t.ending {
+			// Ended as this start began (keep ran out, or it crashed):
+			// once more with a new one.
+			b.mu.Unlock()
+			if attempt == 0 {
+				continue
+			}
+			return backend.Instance{}, startFailed(spec.ID, "the template ended while forking")
+		}
+		if old, ok := b.insts[spec.ID]; ok && !isClosed(old.done) {
+			b.mu.Unlock()
+			return backend.Instance{}, startFailed(spec.ID, "an instance with this id is running")
+		}
+		f.tpl = t
+		t.pending[spec.ID] = &pendingFork{f: f, reply: reply}
+		t.lastFork = time.Now()
 		b.mu.Unlock()
-		return backend.Instance{}, startFailed(spec.ID, "the template ended")
+		break
 	}
-	if f, ok := b.insts[spec.ID]; ok && !isClosed(f.done) {
-		b.mu.Unlock()
-		return backend.Instance{}, startFailed(spec.ID, "an instance with this id is running")
-	}
-	t.pending[spec.ID] = &pendingFork{f: f, reply: reply}
-	t.lastFork = time.Now()
-	b.mu.Unlock()
 
 	t1 := time.Now()
 	if err := t.send(message{Op: "fork", ID: spec.ID, Env: env, Log: logPath}); err != nil {
 		b.dropPending(t, spec.ID)
 		return backend.Instance{}, startFailed(spec.ID, "asking the template to fork: %w", err)
 	}
+	var err error
 	select {
 	case err = <-reply:
 	case <-ctx.Done():
@@ -306,7 +322,7 @@ func (b *Templates) template(spec backend.Spec) (*template, bool, error) {
 	if b.closed {
 		return nil, false, errors.New("templates closed")
 	}
-	if t, ok := b.tpls[key]; ok && !t.dead {
+	if t, ok := b.tpls[key]; ok && !t.dead && !t.ending {
 		return t, false, nil
 	}
 	t, err := b.startTemplate(spec)
@@ -553,7 +569,8 @@ func (b *Templates) childExited(t *template, id string, ex backend.Exit) {
 func (b *Templates) idle(t *template) {
 	b.mu.Lock()
 	since := time.Since(t.lastFork)
-	busy := len(t.children) > 0 || len(t.pending) > 0
+	// Still importing counts as in use: a start is waiting for it.
+	busy := len(t.children) > 0 || len(t.pending) > 0 || !isClosed(t.ready)
 	b.mu.Unlock()
 	switch {
 	case since < t.keep:
