@@ -78,7 +78,7 @@ apt_install() {
 
 # packages: Python, Flask and scikit-learn for the iris example; nginx and wrk for benchmarks.
 step_packages() {
-	apt_install python3 python3-flask python3-sklearn python3-numpy python3-joblib nginx-light wrk
+	apt_install python3 python3-flask python3-sklearn python3-numpy python3-joblib python3-uvicorn python3-fastapi nginx-light wrk
 	log "packages: ok"
 }
 

@@ -490,3 +490,40 @@ func TestPython_LambdaHandlerImportError(t *testing.T) {
 	s.stop(syscall.SIGTERM)
 	noneLeft(t, dataDir)
 }
+
+// A FastAPI app served as runtime.asgi with Debian's uvicorn: its lifespan
+// ran, its answers come through the gateway, a bad body gets FastAPI's own
+// 422, and a template is refused at deploy.
+func TestPython_ASGIFastAPI(t *testing.T) {
+	if err := exec.Command(debianPython, "-c", "import fastapi, uvicorn").Run(); err != nil {
+		t.Fatalf("%s with fastapi and uvicorn is needed (scripts/setup.sh installs python3-fastapi and python3-uvicorn): %v", debianPython, err)
+	}
+	dir := t.TempDir()
+	src, err := os.ReadFile(filepath.Join("testdata", "asgi", "main.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "main.py"), string(src))
+	man := "name: fast\nruntime:\n  asgi: main:app\n  python: " + debianPython + "\n  health: /health\n"
+	writeFile(t, filepath.Join(dir, "fast.yaml"), man)
+	s := startServer(t, "")
+	if out, err := s.tandem("deploy", "-f", filepath.Join(dir, "fast.yaml")); err != nil {
+		t.Fatalf("deploy: %v\n%s", err, out)
+	}
+	code, _, body := get(t, "GET", "http://"+s.gateway+"/models/fast/health", "")
+	if code != 200 || !strings.Contains(body, `"lifespan":true`) {
+		t.Fatalf("GET /health: %d %q, want 200 with the lifespan started", code, body)
+	}
+	code, _, body = get(t, "POST", "http://"+s.gateway+"/models/fast/predict", `{"features": [1.5, 2, 3]}`)
+	if code != 200 || !strings.Contains(body, `"sum":6.5`) {
+		t.Fatalf("POST /predict: %d %q", code, body)
+	}
+	code, _, body = get(t, "POST", "http://"+s.gateway+"/models/fast/predict", `{"features": "no"}`)
+	if code != 422 || !strings.Contains(body, "features") {
+		t.Fatalf("a bad body: %d %q, want FastAPI's 422 naming the field", code, body)
+	}
+	writeFile(t, filepath.Join(dir, "tmpl.yaml"), strings.Replace(man, "name: fast", "name: fast-tmpl", 1)+"  template: {}\n")
+	if out, err := s.tandem("deploy", "-f", filepath.Join(dir, "tmpl.yaml")); err == nil || !strings.Contains(out, "runtime.template") {
+		t.Fatalf("an ASGI app with a template deployed: %v\n%s", err, out)
+	}
+}

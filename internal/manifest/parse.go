@@ -267,7 +267,7 @@ func (m *Manifest) resolvePaths(baseDir string) {
 	if m.Runtime.Workdir != "" && !filepath.IsAbs(m.Runtime.Workdir) {
 		m.Runtime.Workdir = filepath.Join(baseDir, m.Runtime.Workdir)
 	}
-	if m.Runtime.Workdir == "" && (len(m.Runtime.Command) > 0 || m.Runtime.Lambda != nil) {
+	if m.Runtime.Workdir == "" && (len(m.Runtime.Command) > 0 || m.Runtime.Lambda != nil || m.Runtime.WSGI != "" || m.Runtime.ASGI != "") {
 		m.Runtime.Workdir = baseDir
 	}
 	if m.Runtime.ONNX != "" && !filepath.IsAbs(m.Runtime.ONNX) {

@@ -934,14 +934,40 @@ class Template(object):
         os._exit(code)
 
 
+def asgi_main(spec):
+    """Serves an ASGI app (module:attr) with uvicorn on 127.0.0.1:$PORT."""
+    module, _, attr = spec.partition(":")
+    sys.path.insert(0, os.getcwd())
+    try:
+        import uvicorn
+    except ImportError:
+        log("runtime.asgi needs uvicorn in this interpreter (Debian: python3-uvicorn; pip: uvicorn)")
+        return 1
+    try:
+        app = importlib.import_module(module)
+    except Exception:  # noqa: BLE001 (reported, then exit)
+        traceback.print_exc()
+        return 1
+    for part in attr.split("."):
+        app = getattr(app, part, None)
+        if app is None:
+            log("module %r has no attribute %r (runtime.asgi %s)" % (module, attr, spec))
+            return 1
+    uvicorn.run(app, host="127.0.0.1", port=int(os.environ.get("PORT", "8000")),
+                log_level="warning", access_log=False, lifespan="auto")
+    return 0
+
+
 def main(argv):
-    if len(argv) != 3 or argv[1] not in ("lambda", "wsgi"):
-        sys.stderr.write("usage: bootstrap.py lambda MODULE.FUNCTION | wsgi MODULE:ATTR\n")
+    if len(argv) != 3 or argv[1] not in ("lambda", "wsgi", "asgi"):
+        sys.stderr.write("usage: bootstrap.py lambda MODULE.FUNCTION | wsgi MODULE:ATTR | asgi MODULE:ATTR\n")
         return 2
     fd = os.environ.pop("TANDEM_TEMPLATE_FD", None)
     fd = int(fd) if fd else None
     if argv[1] == "lambda":
         lambda_main(argv[2], fd)
+    elif argv[1] == "asgi":
+        return asgi_main(argv[2])
     else:
         wsgi_main(argv[2], fd)
     return 0

@@ -73,9 +73,9 @@ type Runtime struct {
 	Cache string
 }
 
-// ErrASGI is returned for runtime.asgi, which tandem's bootstrap does not
-// serve yet.
-var ErrASGI = errors.New("runtime.asgi is not served yet: tandem's bootstrap serves runtime.wsgi and runtime.lambda.handler; run an ASGI app with runtime.command (for example [python3, -m, uvicorn, main:app, --port, $PORT])")
+// ErrASGITemplate is returned for runtime.asgi with runtime.template, which
+// tandem does not fork yet (uvicorn's event loop is started per process).
+var ErrASGITemplate = errors.New("runtime.template is not supported with runtime.asgi yet: an ASGI app starts without a template (runtime.wsgi and runtime.lambda.handler have templates)")
 
 // Handles reports whether m is a Python handler or app.
 func (Runtime) Handles(m *manifest.Manifest) bool {
@@ -83,10 +83,11 @@ func (Runtime) Handles(m *manifest.Manifest) bool {
 	return (r.Lambda != nil && r.Lambda.Handler != "") || r.WSGI != "" || r.ASGI != ""
 }
 
-// Describe has no metadata to read; it refuses runtime.asgi at deploy.
+// Describe has no metadata to read; it refuses an ASGI app with a
+// template at deploy.
 func (Runtime) Describe(m *manifest.Manifest) (json.RawMessage, error) {
-	if m.Runtime.ASGI != "" {
-		return nil, ErrASGI
+	if m.Runtime.ASGI != "" && m.Runtime.Template != nil {
+		return nil, ErrASGITemplate
 	}
 	return nil, nil
 }
@@ -96,8 +97,10 @@ func (Runtime) Describe(m *manifest.Manifest) (json.RawMessage, error) {
 func (r Runtime) Command(m *manifest.Manifest) ([]string, error) {
 	rt := m.Runtime
 	switch {
+	case rt.ASGI != "" && rt.Template != nil:
+		return nil, ErrASGITemplate
 	case rt.ASGI != "":
-		return nil, ErrASGI
+		return []string{interpreter(rt.Python), r.Bootstrap, "asgi", rt.ASGI}, nil
 	case rt.WSGI != "":
 		return []string{interpreter(rt.Python), r.Bootstrap, "wsgi", rt.WSGI}, nil
 	case rt.Lambda != nil && rt.Lambda.Handler != "":

@@ -32,7 +32,8 @@ func TestRuntime_Prepare(t *testing.T) {
 		{"wsgi default python", manifest.Runtime{WSGI: "app:app"}, []string{"python3", r.Bootstrap, "wsgi", "app:app"}, nil},
 		{"wsgi", manifest.Runtime{WSGI: "app:app", Python: "/usr/bin/python3"}, []string{"/usr/bin/python3", r.Bootstrap, "wsgi", "app:app"}, nil},
 		{"handler", manifest.Runtime{Lambda: &manifest.Lambda{Handler: "pkg.app.handler", Python: "/opt/py"}}, []string{"/opt/py", r.Bootstrap, "lambda", "pkg.app.handler"}, nil},
-		{"asgi", manifest.Runtime{ASGI: "main:app"}, nil, ErrASGI},
+		{"asgi", manifest.Runtime{ASGI: "main:app"}, []string{"python3", r.Bootstrap, "asgi", "main:app"}, nil},
+		{"asgi with a template", manifest.Runtime{ASGI: "main:app", Template: &manifest.Template{}}, nil, ErrASGITemplate},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := &manifest.Manifest{Name: "fn", Runtime: tc.rt}
@@ -46,7 +47,7 @@ func TestRuntime_Prepare(t *testing.T) {
 				t.Fatalf("err %v, want %v", err, tc.err)
 			}
 			if err != nil {
-				if _, derr := r.Describe(m); !errors.Is(derr, ErrASGI) {
+				if _, derr := r.Describe(m); !errors.Is(derr, ErrASGITemplate) {
 					t.Fatalf("Describe (at deploy) did not refuse: %v", derr)
 				}
 				return
