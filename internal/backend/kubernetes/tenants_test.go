@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,6 +23,17 @@ import (
 func TestBackend_TenantCatalog(t *testing.T) {
 	ctx := t.Context()
 	c := fake.NewSimpleClientset()
+	// The reactor below is registered before the backend starts its
+	// informers: the fake's reactor list is not safe to change while they
+	// list (a race a full run found). It refuses only once armed.
+	var conflicts atomic.Int32
+	c.PrependReactor("update", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if conflicts.Add(-1) < 0 {
+			conflicts.Store(0)
+			return false, nil, nil
+		}
+		return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "secrets"}, TenantSecret, errors.New("changed"))
+	})
 	b := NewWithClient(c, Config{Logger: discardLogger()})
 	defer b.Close()
 
@@ -45,14 +57,7 @@ func TestBackend_TenantCatalog(t *testing.T) {
 	// Another process writes between this one's read and its update: the
 	// API server refuses the update (409), the change is made again on
 	// what that one wrote.
-	conflicts := 1
-	c.PrependReactor("update", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		if conflicts == 0 {
-			return false, nil, nil
-		}
-		conflicts--
-		return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "secrets"}, TenantSecret, errors.New("changed"))
-	})
+	conflicts.Store(1)
 	calls := 0
 	err = b.ChangeTenantRecord(ctx, "acme", func(cur []byte) ([]byte, error) {
 		calls++
