@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -232,32 +231,8 @@ func parseFunction(s string) (name, qualifier string) {
 // readInvokeBody reads an invocation's event, at most lambda.MaxPayload
 // bytes (Lambda's limit), else RequestTooLargeException.
 func readInvokeBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	tooLarge := problem.New(http.StatusRequestEntityTooLarge, "RequestTooLargeException",
-		fmt.Sprintf("Request must be smaller than %d bytes for the InvokeFunction operation", lambda.MaxPayload))
-	if r.ContentLength > lambda.MaxPayload {
-		w.Header().Set("Connection", "close")
-		return nil, tooLarge
-	}
-	rc := http.NewResponseController(w)
-	rc.SetReadDeadline(time.Now().Add(invokeBodyTimeout))
-	defer rc.SetReadDeadline(time.Time{})
-	buf := bytes.NewBuffer(make([]byte, 0, max(r.ContentLength, 512)))
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, lambda.MaxPayload))
-	if err != nil {
-		w.Header().Set("Connection", "close")
-	}
-	var mbe *http.MaxBytesError
-	switch {
-	case err == nil:
-		return buf.Bytes(), nil
-	case errors.As(err, &mbe):
-		return nil, tooLarge
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return nil, problem.New(http.StatusRequestTimeout, "body_timeout",
-			fmt.Sprintf("the request body did not arrive within %s", invokeBodyTimeout))
-	default:
-		return nil, problem.New(http.StatusBadRequest, "read_error", "reading the request body: "+err.Error())
-	}
+	return readBody(w, r, lambda.MaxPayload, invokeBodyTimeout, problem.New(http.StatusRequestEntityTooLarge, "RequestTooLargeException",
+		fmt.Sprintf("Request must be smaller than %d bytes for the InvokeFunction operation", lambda.MaxPayload)))
 }
 
 // writeInvokeError answers err as the Invoke API does: a function that

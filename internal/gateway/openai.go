@@ -230,20 +230,26 @@ func (o *openAI) count(ex *Exchange, u usage) {
 
 // readOpenAIBody reads a request's body whole, up to MaxOpenAIBody.
 func readOpenAIBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	tooLarge := problem.New(http.StatusRequestEntityTooLarge, "request_too_large",
-		fmt.Sprintf("the request body is larger than %d bytes", MaxOpenAIBody))
-	if r.ContentLength > MaxOpenAIBody {
+	return readBody(w, r, MaxOpenAIBody, openAIBodyTimeout, problem.New(http.StatusRequestEntityTooLarge, "request_too_large",
+		fmt.Sprintf("the request body is larger than %d bytes", MaxOpenAIBody)))
+}
+
+// readBody reads a request's body whole, at most limit bytes (else
+// tooLarge) and within timeout (else 408), for the doors that must see
+// the body before they can route it. A body refused or cut ends the
+// connection: net/http would otherwise read what is left of it before
+// sending the answer.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.Duration, tooLarge error) ([]byte, error) {
+	if r.ContentLength > limit {
 		w.Header().Set("Connection", "close")
 		return nil, tooLarge
 	}
 	rc := http.NewResponseController(w)
-	rc.SetReadDeadline(time.Now().Add(openAIBodyTimeout))
+	rc.SetReadDeadline(time.Now().Add(timeout))
 	defer rc.SetReadDeadline(time.Time{})
 	buf := bytes.NewBuffer(make([]byte, 0, max(r.ContentLength, 512)))
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxOpenAIBody))
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
-		// The answer ends the connection: net/http would otherwise read
-		// what is left of the body before sending it.
 		w.Header().Set("Connection", "close")
 	}
 	var mbe *http.MaxBytesError
@@ -254,7 +260,7 @@ func readOpenAIBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 		return nil, tooLarge
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return nil, problem.New(http.StatusRequestTimeout, "body_timeout",
-			fmt.Sprintf("the request body did not arrive within %s", openAIBodyTimeout))
+			fmt.Sprintf("the request body did not arrive within %s", timeout))
 	default:
 		return nil, problem.New(http.StatusBadRequest, "read_error", "reading the request body: "+err.Error())
 	}
