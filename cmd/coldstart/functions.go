@@ -146,7 +146,7 @@ func (s *server) waitZero(ctx context.Context, name string, limit time.Duration)
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s still had %d instances after %s", name, len(st.Instances), limit)
+			return fmt.Errorf("%s still had %d instances after %s (desired %d, %s)", name, len(st.Instances), limit, st.Desired, st.Reason)
 		}
 		select {
 		case <-ctx.Done():

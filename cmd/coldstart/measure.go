@@ -89,7 +89,7 @@ func Measure(ctx context.Context, cfg Config) (*Result, error) {
 
 	res := &Result{Rounds: cfg.Rounds}
 	for i := 1; i <= cfg.Rounds; i++ {
-		if err := srv.waitForZero(ctx, 30*time.Second+cfg.IdleTimeout); err != nil {
+		if err := srv.waitZero(ctx, deployment, 30*time.Second+cfg.IdleTimeout); err != nil {
 			return nil, fmt.Errorf("round %d: %w", i, err)
 		}
 		e, err := execToReady(ctx, cfg.Model, cfg.Health, cfg.Poll, filepath.Join(work, "exec.log"))

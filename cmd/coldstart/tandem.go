@@ -132,30 +132,6 @@ func (s *server) deploy(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// waitForZero blocks until the deployment has no instance in any state.
-func (s *server) waitForZero(ctx context.Context, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for {
-		st, err := s.client.Status(ctx, deployment)
-		if err != nil {
-			return err
-		}
-		if len(st.Instances) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the deployment still had %d instances after %s (desired %d, %s)", len(st.Instances), limit, st.Desired, st.Reason)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.exited:
-			return fmt.Errorf("tandem serve exited: %s", tail(s.log))
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
-
 // coldRequest times one GET of path through the gateway, from writing it on
 // an already open connection to having read the whole answer, and checks
 // that it was a cold start.
