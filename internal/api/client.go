@@ -99,6 +99,44 @@ func (c *Client) Deploy(ctx context.Context, yamlText, baseDir string) (*DeployR
 	return &out, err
 }
 
+// DeployWith sends a manifest with traffic options (canary, tag, routes,
+// shadow).
+func (c *Client) DeployWith(ctx context.Context, yamlText, baseDir string, o *controller.DeployOptions) (*DeployResponse, error) {
+	var out DeployResponse
+	err := c.do(ctx, http.MethodPost, "/v1/deployments", DeployRequest{Manifest: yamlText, BaseDir: baseDir, Traffic: o}, &out)
+	return &out, err
+}
+
+// Revisions lists a model's revisions, newest first.
+func (c *Client) Revisions(ctx context.Context, name string) ([]controller.RevisionStatus, error) {
+	var out []controller.RevisionStatus
+	return out, c.do(ctx, http.MethodGet, "/v1/deployments/"+url.PathEscape(name)+"/revisions", nil, &out)
+}
+
+// Traffic returns a model's traffic status.
+func (c *Client) Traffic(ctx context.Context, name string) (*controller.TrafficStatus, error) {
+	var out controller.TrafficStatus
+	return &out, c.do(ctx, http.MethodGet, "/v1/deployments/"+url.PathEscape(name)+"/traffic", nil, &out)
+}
+
+// ChangeTraffic changes a model's traffic by hand.
+func (c *Client) ChangeTraffic(ctx context.Context, name string, ch controller.TrafficChange) (*controller.TrafficStatus, error) {
+	var out controller.TrafficStatus
+	return &out, c.do(ctx, http.MethodPost, "/v1/deployments/"+url.PathEscape(name)+"/traffic", ch, &out)
+}
+
+// Promote gives a revision (empty: the canary) all the traffic.
+func (c *Client) Promote(ctx context.Context, name, revision string) (*controller.TrafficStatus, error) {
+	var out controller.TrafficStatus
+	return &out, c.do(ctx, http.MethodPost, "/v1/deployments/"+url.PathEscape(name)+"/promote", PromoteRequest{Revision: revision}, &out)
+}
+
+// Rollback sends all traffic back to the main revision.
+func (c *Client) Rollback(ctx context.Context, name string) (*controller.TrafficStatus, error) {
+	var out controller.TrafficStatus
+	return &out, c.do(ctx, http.MethodPost, "/v1/deployments/"+url.PathEscape(name)+"/rollback", struct{}{}, &out)
+}
+
 // List returns every deployment's status.
 func (c *Client) List(ctx context.Context) ([]*controller.Status, error) {
 	var out []*controller.Status

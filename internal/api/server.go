@@ -24,6 +24,17 @@ import (
 type DeployRequest struct {
 	Manifest string `json:"manifest"`
 	BaseDir  string `json:"base_dir"`
+	// Traffic says how the new revision shares traffic with the current
+	// one (tandem deploy --canary, --tag, --route, --shadow); absent is a
+	// plain deploy.
+	Traffic *controller.DeployOptions `json:"traffic,omitempty"`
+}
+
+// PromoteRequest is the body of POST /v1/deployments/{name}/promote.
+type PromoteRequest struct {
+	// Revision is a revision, a unique prefix of one, or a tag; empty
+	// promotes the rollout's revision or the canary.
+	Revision string `json:"revision,omitempty"`
 }
 
 // DeployResponse answers a deploy.
@@ -52,7 +63,13 @@ type Server struct {
 	mux  *http.ServeMux
 	// followers holds a token per open log stream (logs?follow=1).
 	followers chan struct{}
+	// shadowStats returns a model's shadow counters (the gateway's
+	// mirror); nil when there is none.
+	shadowStats func(model string) any
 }
+
+// SetShadowStats gives the traffic status the shadow counters.
+func (s *Server) SetShadowStats(f func(model string) any) { s.shadowStats = f }
 
 // NewServer returns the admin handler.
 func NewServer(c *controller.Controller, m *metrics.Metrics, info Info, log *slog.Logger) *Server {
@@ -64,6 +81,11 @@ func NewServer(c *controller.Controller, m *metrics.Metrics, info Info, log *slo
 	s.mux.HandleFunc("GET /v1/deployments/{name}", s.status)
 	s.mux.HandleFunc("DELETE /v1/deployments/{name}", s.delete)
 	s.mux.HandleFunc("GET /v1/deployments/{name}/logs", s.logs)
+	s.mux.HandleFunc("GET /v1/deployments/{name}/revisions", s.revisions)
+	s.mux.HandleFunc("GET /v1/deployments/{name}/traffic", s.traffic)
+	s.mux.HandleFunc("POST /v1/deployments/{name}/traffic", s.changeTraffic)
+	s.mux.HandleFunc("POST /v1/deployments/{name}/promote", s.promote)
+	s.mux.HandleFunc("POST /v1/deployments/{name}/rollback", s.rollback)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -90,7 +112,11 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	AuditName(r, m.Name)
-	res, err := s.c.Apply(r.Context(), m)
+	var opts controller.DeployOptions
+	if req.Traffic != nil {
+		opts = *req.Traffic
+	}
+	res, err := s.c.Deploy(r.Context(), m, opts)
 	if err != nil {
 		problem.Write(w, err)
 		return
@@ -173,6 +199,81 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	if err := s.c.Logs(r.Context(), name, tail, w); err != nil {
 		s.log.Warn("logs", "model", name, "err", err)
 	}
+}
+
+func (s *Server) revisions(w http.ResponseWriter, r *http.Request) {
+	revs, err := s.c.Revisions(r.PathValue("name"))
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, revs)
+}
+
+func (s *Server) traffic(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	ts, err := s.c.Traffic(name)
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	if s.shadowStats != nil {
+		ts.ShadowStats = s.shadowStats(name)
+	}
+	writeJSON(w, http.StatusOK, ts)
+}
+
+// decodeJSON reads a small JSON body into v (an empty body leaves v as is).
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		problem.Write(w, problem.New(http.StatusBadRequest, "malformed_json", "request body is not valid JSON for this route: "+err.Error()))
+		return false
+	}
+	return true
+}
+
+func (s *Server) changeTraffic(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	AuditName(r, name)
+	var ch controller.TrafficChange
+	if !decodeJSON(w, r, &ch) {
+		return
+	}
+	if err := s.c.ChangeTraffic(r.Context(), name, ch); err != nil {
+		problem.Write(w, err)
+		return
+	}
+	s.log.Info("traffic changed", "model", name)
+	s.traffic(w, r)
+}
+
+func (s *Server) promote(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	AuditName(r, name)
+	var req PromoteRequest
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	rev, err := s.c.Promote(r.Context(), name, req.Revision)
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	s.log.Info("promoted", "model", name, "revision", rev)
+	s.traffic(w, r)
+}
+
+func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	AuditName(r, name)
+	if err := s.c.Rollback(r.Context(), name); err != nil {
+		problem.Write(w, err)
+		return
+	}
+	s.log.Info("rolled back", "model", name)
+	s.traffic(w, r)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

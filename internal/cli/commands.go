@@ -20,12 +20,15 @@ import (
 func deployCmd() *cobra.Command {
 	var file string
 	var out *Output
+	var tf *splitFlags
 	cmd := &cobra.Command{
 		Use:   "deploy -f FILE",
 		Short: "Create or update a deployment from a manifest",
 		Example: `  tandem deploy -f examples/echo.yaml
   cat model.yaml | tandem deploy -f -
-  tandem deploy -f model.yaml -o json`,
+  tandem deploy -f model.yaml -o json
+  tandem deploy -f model-v2.yaml --canary 20
+  tandem deploy -f model-v2.yaml --tag candidate --route X-Variant=b`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var data []byte
@@ -43,7 +46,11 @@ func deployCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := client(cmd).Deploy(cmd.Context(), string(data), base)
+			opts, err := tf.options(cmd)
+			if err != nil {
+				return err
+			}
+			res, err := client(cmd).DeployWith(cmd.Context(), string(data), base, opts)
 			if err != nil {
 				return err
 			}
@@ -55,6 +62,7 @@ func deployCmd() *cobra.Command {
 		},
 	}
 	out = addOutput(cmd, false)
+	tf = addSplitFlags(cmd)
 	cmd.Flags().StringVarP(&file, "file", "f", "", "manifest file (YAML), or - for standard input")
 	cmd.MarkFlagFilename("file", "yaml", "yml")
 	cmd.MarkFlagRequired("file")

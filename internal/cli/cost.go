@@ -107,6 +107,13 @@ func writeCost(w io.Writer, rep *cost.Report) error {
 			fmt.Fprintf(w, "%s tiers: floor (reserved) %s instance-s %s; burst (on demand) %s instance-s %s\n", m.Model,
 				bench.Seconds(t.Floor.InstanceSeconds), money(t.Floor.Cost), bench.Seconds(t.Burst.InstanceSeconds), money(t.Burst.Cost))
 		}
+		for _, r := range m.Revisions {
+			rev := r.Revision
+			if rev == "" {
+				rev = "first unit"
+			}
+			fmt.Fprintf(w, "%s revision %s: %d requests, %s instance-s, %s\n", m.Model, rev, r.Requests, bench.Seconds(r.Seconds), money(r.Cost))
+		}
 	}
 	return nil
 }

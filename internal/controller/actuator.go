@@ -186,7 +186,7 @@ func (replicaActuator) kill(*Deployment, string)                             {}
 func (replicaActuator) forget(string)                                        {}
 
 func (a replicaActuator) endpoints(ctx context.Context, d *Deployment) (<-chan []backend.Instance, error) {
-	return a.rb.Watch(ctx, d.Name)
+	return a.rb.Watch(ctx, d.unit)
 }
 
 // AnnotationRecord carries a deployment's record (manifest and metadata)
@@ -198,9 +198,9 @@ func (a replicaActuator) apply(ctx context.Context, d *Deployment, m *manifest.M
 	defer cancel()
 	if d.follow.Load() {
 		// Another tandem applied these objects: adopt, never rewrite.
-		n, err := a.rb.Replicas(actx, d.Name)
+		n, err := a.rb.Replicas(actx, d.unit)
 		if err == nil && n < 0 {
-			err = fmt.Errorf("the platform has no objects for %s yet", d.Name)
+			err = fmt.Errorf("the platform has no objects for %s yet", d.unit)
 		}
 		if err != nil {
 			return reconciler.Applied{Replicas: -1, Err: err}
@@ -208,8 +208,10 @@ func (a replicaActuator) apply(ctx context.Context, d *Deployment, m *manifest.M
 		d.seenAt.CompareAndSwap(0, time.Now().UnixNano())
 		return reconciler.Applied{Replicas: n}
 	}
-	spec := backend.Spec{Deployment: d.Name, Revision: m.Hash(), Manifest: m}
-	if _, ok := a.rb.(backend.Catalog); ok {
+	spec := backend.Spec{Deployment: d.unit, Revision: m.Hash(), Manifest: m}
+	// Only the unit named as the model is in the shared catalog: other
+	// tandem processes follow the model, not its canaries (traffic.go).
+	if _, ok := a.rb.(backend.Catalog); ok && d.unit == d.Name {
 		if raw, err := json.Marshal(d.rec.Load()); err == nil {
 			spec.Annotations = map[string]string{AnnotationRecord: string(raw)}
 		}
@@ -221,7 +223,7 @@ func (a replicaActuator) apply(ctx context.Context, d *Deployment, m *manifest.M
 		return reconciler.Applied{Replicas: -1, Err: err}
 	}
 	d.seenAt.CompareAndSwap(0, time.Now().UnixNano())
-	n, err := a.rb.Replicas(actx, d.Name)
+	n, err := a.rb.Replicas(actx, d.unit)
 	if err != nil {
 		n = -1
 	}
@@ -231,7 +233,7 @@ func (a replicaActuator) apply(ctx context.Context, d *Deployment, m *manifest.M
 func (a replicaActuator) scale(ctx context.Context, d *Deployment, n int) reconciler.Scaled {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return reconciler.Scaled{N: n, Err: a.rb.Scale(ctx, d.Name, n)}
+	return reconciler.Scaled{N: n, Err: a.rb.Scale(ctx, d.unit, n)}
 }
 
 func (a replicaActuator) remove(ctx context.Context, name string) error {

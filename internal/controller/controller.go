@@ -71,6 +71,9 @@ type Config struct {
 	// Clock is the time prewarm's schedules and learner read; nil is the
 	// loop's own clock. Tests step it.
 	Clock func() time.Time
+	// Retention is how many revisions without traffic each model keeps in
+	// the store (default DefaultRetention).
+	Retention int
 }
 
 // PeerStats carries per-deployment concurrency between tandem processes
@@ -99,6 +102,10 @@ type Controller struct {
 	// snap is the gateway's routing table: read per request without locks.
 	snap atomic.Pointer[map[string]*Deployment]
 	oai  atomic.Pointer[openaiIndex] // the OpenAI names in snap (openai.go)
+	// models holds each model's traffic and extra revision units, and
+	// plans their routing tables, read per request (traffic.go).
+	models map[string]*model
+	plans  atomic.Pointer[map[string]*plan]
 
 	done     chan struct{} // closed by Shutdown: background loops end
 	doneOnce sync.Once
@@ -125,7 +132,7 @@ func New(cfg Config) *Controller {
 		cfg.Metrics = metrics.New()
 	}
 	c := &Controller{cfg: cfg, log: cfg.Logger.With("component", "controller"), deps: map[string]*Deployment{}, done: make(chan struct{}),
-		deletedAt: map[string]time.Time{}}
+		deletedAt: map[string]time.Time{}, models: map[string]*model{}}
 	c.publish()
 	cfg.Metrics.RegisterGauges(c)
 	return c
@@ -161,25 +168,34 @@ func (c *Controller) Start(ctx context.Context) error {
 			c.log.Error("stored deployment cannot run", "model", r.Manifest.Name, "err", err)
 			continue
 		}
+		name := r.Manifest.Name
+		md := c.loadModel(name, r.Manifest.Hash())
 		if rb != nil {
 			d := c.newDeployment(r, nil, rb, nil)
-			c.deps[r.Manifest.Name] = d
+			c.deps[name] = d
 			go d.run()
+			c.startExtras(name, md, nil)
 			continue
 		}
-		k := key{be.Name(), r.Manifest.Name}
-		var keep []backend.Instance
+		k := key{be.Name(), name}
+		byRev := map[string][]backend.Instance{}
 		for _, in := range adopt[k] {
-			if in.Revision == r.Manifest.Hash() {
-				keep = append(keep, in)
-			} else {
+			byRev[in.Revision] = append(byRev[in.Revision], in)
+		}
+		delete(adopt, k)
+		d := c.newDeployment(r, be, nil, byRev[r.Manifest.Hash()])
+		delete(byRev, r.Manifest.Hash())
+		c.deps[name] = d
+		go d.run()
+		c.startExtras(name, md, byRev)
+		for _, ins := range byRev {
+			for _, in := range ins {
 				c.stopOrphan(ctx, be, in)
 			}
 		}
-		delete(adopt, k)
-		d := c.newDeployment(r, be, nil, keep)
-		c.deps[r.Manifest.Name] = d
-		go d.run()
+		if err := c.putRevision(&Revision{Name: name, Revision: r.Manifest.Hash(), CreatedAt: r.UpdatedAt, Manifest: r.Manifest, Metadata: r.Metadata}); err != nil {
+			c.log.Warn("revision not recorded", "model", name, "err", err)
+		}
 	}
 	for k, ins := range adopt {
 		for _, in := range ins {
@@ -192,6 +208,7 @@ func (c *Controller) Start(ctx context.Context) error {
 			go c.syncCatalog(rb, cat)
 		}
 	}
+	go c.superviseRollouts()
 	return nil
 }
 
@@ -240,9 +257,15 @@ const (
 	Unchanged Result = "unchanged"
 )
 
-// Apply creates or updates a deployment from a validated manifest.
-func (c *Controller) Apply(ctx context.Context, m *manifest.Manifest) (Result, error) {
+// Deploy creates or updates a model from a validated manifest. A changed
+// spec makes a new revision: with no options (and no rollout block) it
+// replaces the main revision in place; with options, or a rollout block,
+// it runs beside it and gets the traffic they say (rollout.go).
+func (c *Controller) Deploy(ctx context.Context, m *manifest.Manifest, o DeployOptions) (Result, error) {
 	if err := m.Validate(); err != nil {
+		return "", err
+	}
+	if err := o.validate(); err != nil {
 		return "", err
 	}
 	if limit := c.cfg.MaxInstances; m.Scaling.Max > limit {
@@ -274,34 +297,85 @@ func (c *Controller) Apply(ctx context.Context, m *manifest.Manifest) (Result, e
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now().UTC()
+	rev := m.Hash()
 	d, exists := c.deps[m.Name]
-	if exists && d.Manifest().Hash() == m.Hash() {
-		return Unchanged, nil
+	if exists && d.backendName() != beName {
+		return "", problem.New(http.StatusConflict, "backend_change",
+			fmt.Sprintf("model %q runs on backend %s; delete it before deploying it on %s", m.Name, d.backendName(), beName)).WithField("backend")
 	}
-	rec := &store.Record{Manifest: m, CreatedAt: now, UpdatedAt: now, Metadata: meta}
-	if exists {
-		rec.CreatedAt = d.record().CreatedAt
-		if d.backendName() != beName {
-			return "", problem.New(http.StatusConflict, "backend_change",
-				fmt.Sprintf("model %q runs on backend %s; delete it before deploying it on %s", m.Name, d.backendName(), beName)).WithField("backend")
+	if !exists && (o.Canary != nil || o.Shadow != nil || len(o.Routes) > 0) {
+		return "", problem.New(http.StatusBadRequest, "invalid_traffic",
+			fmt.Sprintf("model %q is not deployed yet: its first revision gets all the traffic (--canary, --shadow and --route need a revision to share with)", m.Name)).WithField("canary")
+	}
+	if exists && d.Revision() == rev {
+		if o.Tag == "" && o.StickyHeader == "" {
+			return Unchanged, nil
 		}
+		return Unchanged, c.tagMain(ctx, d, o, now)
 	}
 	if err := c.openaiClash(m); err != nil {
 		return "", err
+	}
+	revRec := &Revision{Name: m.Name, Revision: rev, CreatedAt: now, Manifest: m, Metadata: meta}
+	if exists && (o.staged() || m.Rollout != nil) {
+		if err := c.putRevision(revRec); err != nil {
+			return "", err
+		}
+		if err := c.supersede(d, rev, now); err != nil {
+			return "", err
+		}
+		if err := c.stage(ctx, d, revRec, o, now); err != nil {
+			return "", err
+		}
+		return Updated, nil
+	}
+	if exists {
+		if md := c.models[m.Name]; md != nil && md.extras[rev] != nil {
+			// Deployed plainly while running beside the main one: promote.
+			if err := c.putRevision(revRec); err != nil {
+				return "", err
+			}
+			if _, err := c.promoteLocked(ctx, m.Name, rev, "deployed"); err != nil {
+				return "", err
+			}
+			return Updated, nil
+		}
+	}
+	rec := &store.Record{Manifest: m, CreatedAt: now, UpdatedAt: now, Metadata: meta}
+	if exists {
+		old := d.record()
+		rec.CreatedAt, rec.Unit, rec.Meter = old.CreatedAt, old.Unit, old.Meter
 	}
 	if err := c.cfg.Store.Put(rec); err != nil {
 		return "", fmt.Errorf("saving deployment: %w", err)
 	}
 	if exists {
+		oldRev := d.Revision()
 		d.follow.Store(false) // this process was asked: it applies the objects
 		d.update(rec)
+		if md := c.models[m.Name]; md != nil && md.traffic != nil {
+			// The main unit carries its share, tags and routes over.
+			md.traffic.rename(oldRev, rev)
+			if err := c.syncUnits(ctx, m.Name); err != nil {
+				c.log.Warn("traffic", "model", m.Name, "err", err)
+			}
+		}
+		if err := c.putRevision(revRec); err != nil {
+			c.log.Warn("revision not recorded", "model", m.Name, "err", err)
+		}
 		c.publish() // the openai block may have changed
 		return Updated, nil
 	}
 	d = c.newDeployment(rec, be, rb, nil)
 	c.deps[m.Name] = d
+	if err := c.putRevision(revRec); err != nil {
+		c.log.Warn("revision not recorded", "model", m.Name, "err", err)
+	}
 	c.publish()
 	go d.run()
+	if o.Tag != "" || o.StickyHeader != "" {
+		return Created, c.tagMain(ctx, d, o, now)
+	}
 	return Created, nil
 }
 
@@ -318,21 +392,30 @@ func (c *Controller) Delete(ctx context.Context, name string) error {
 		c.mu.Unlock()
 		return err
 	}
+	units := c.unitsLocked(name)
 	delete(c.deps, name)
-	if err := c.cfg.Store.DeleteJSON(prewarmBucket, name); err != nil {
-		c.log.Warn("prewarm history not deleted", "model", name, "err", err)
-	}
+	delete(c.models, name)
+	c.forgetModel(name, units)
 	c.deletedAt[name] = time.Now()
 	c.publish()
 	c.mu.Unlock()
 	d.Cache.Purge()
-	err := d.shutdown(ctx)
-	if err == nil {
-		err = d.act.remove(ctx, name)
+	errs := make([]error, len(units))
+	var wg sync.WaitGroup
+	for i, u := range units {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = u.shutdown(ctx)
+			if errs[i] == nil {
+				errs[i] = u.act.remove(ctx, u.unit)
+			}
+			c.cfg.Meter.DeploymentDeleted(u.meter, time.Now())
+		}()
 	}
+	wg.Wait()
 	c.cfg.Metrics.Forget(name)
-	c.cfg.Meter.DeploymentDeleted(name, time.Now())
-	return err
+	return errors.Join(errs...)
 }
 
 // Shutdown stops every instance of every deployment (tandem is stopping).
@@ -340,8 +423,8 @@ func (c *Controller) Shutdown(ctx context.Context) error {
 	c.doneOnce.Do(func() { close(c.done) })
 	c.mu.Lock()
 	deps := make([]*Deployment, 0, len(c.deps))
-	for _, d := range c.deps {
-		deps = append(deps, d)
+	for name := range c.deps {
+		deps = append(deps, c.unitsLocked(name)...)
 	}
 	c.mu.Unlock()
 	var wg sync.WaitGroup
@@ -364,6 +447,13 @@ func (c *Controller) publish() {
 	}
 	c.snap.Store(&m)
 	c.oai.Store(buildOpenAI(m, c.log))
+	plans := map[string]*plan{}
+	for name := range c.models {
+		if p := c.buildPlan(name); p != nil {
+			plans[name] = p
+		}
+	}
+	c.plans.Store(&plans)
 }
 
 // Lookup returns a deployment by name without locking (request path).

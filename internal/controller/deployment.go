@@ -18,6 +18,7 @@ import (
 	"tandem/internal/pool"
 	"tandem/internal/problem"
 	"tandem/internal/reconciler"
+	"tandem/internal/rollout"
 	"tandem/internal/store"
 )
 
@@ -40,6 +41,16 @@ type Deployment struct {
 	// Cache is the gateway's response cache of this deployment, set from
 	// the manifest on every update (off without a cache block).
 	Cache *cache.Cache
+
+	// Stats counts this revision's answered requests for rollout analysis
+	// (atomics; the gateway feeds it).
+	Stats *rollout.Stats
+
+	// unit names this deployment's objects on a replica platform and
+	// meter is its account in the cost meter: the model's name for the
+	// unit the model was created with, the name with its revision for a
+	// unit started for a canary, a tag or a shadow (traffic.go).
+	unit, meter string
 
 	c    *Controller
 	act  actuator
@@ -91,10 +102,25 @@ type (
 )
 
 func (c *Controller) newDeployment(r *store.Record, be backend.Backend, rb backend.ReplicaBackend, adopted []backend.Instance) *Deployment {
+	return c.newUnit(r, be, rb, adopted, r.Unit, r.Meter)
+}
+
+// newUnit returns the deployment of one revision: unit and meter are its
+// platform and meter keys ("" for the model's name).
+func (c *Controller) newUnit(r *store.Record, be backend.Backend, rb backend.ReplicaBackend, adopted []backend.Instance, unit, meter string) *Deployment {
+	if unit == "" {
+		unit = r.Manifest.Name
+	}
+	if meter == "" {
+		meter = r.Manifest.Name
+	}
 	d := &Deployment{
 		Name:    r.Manifest.Name,
 		Metrics: c.cfg.Metrics.ForModel(r.Manifest.Name),
-		Usage:   c.cfg.Meter.Requests(r.Manifest.Name),
+		Usage:   c.cfg.Meter.Requests(meter),
+		Stats:   rollout.NewStats(),
+		unit:    unit,
+		meter:   meter,
 		c:       c,
 		Cache:   cache.New(),
 		act:     newActuator(be, rb, c.cfg.Backends),
@@ -114,10 +140,10 @@ func (c *Controller) newDeployment(r *store.Record, be backend.Backend, rb backe
 	d.configureCache(r.Manifest)
 	d.loadHistory()
 	now := time.Now()
-	c.cfg.Meter.Deployment(r.Manifest, now)
+	c.cfg.Meter.Deployment(d.metered(r.Manifest), now)
 	for _, bi := range adopted {
 		d.started[bi.ID] = bi
-		c.cfg.Meter.InstanceStarting(d.Name, bi.ID, now)
+		c.cfg.Meter.InstanceStarting(d.meter, bi.ID, now)
 		d.log.Info("adopted instance", "instance", bi.ID, "addr", bi.Addr)
 	}
 	d.core, d.pending = reconciler.New(reconciler.Config{
@@ -145,6 +171,20 @@ func (d *Deployment) poolConfig(m *manifest.Manifest) pool.Config {
 }
 
 func (d *Deployment) backendName() string { return d.act.name() }
+
+// metered returns m as the cost meter keys this deployment: under its
+// meter name.
+func (d *Deployment) metered(m *manifest.Manifest) *manifest.Manifest {
+	if d.meter == m.Name {
+		return m
+	}
+	c := *m
+	c.Name = d.meter
+	return &c
+}
+
+// Revision is the revision this deployment runs (its manifest's hash).
+func (d *Deployment) Revision() string { return d.rec.Load().Manifest.Hash() }
 
 // Manifest returns the deployment's current manifest. Read only.
 func (d *Deployment) Manifest() *manifest.Manifest { return d.rec.Load().Manifest }
@@ -294,9 +334,9 @@ func (d *Deployment) apply(ctx context.Context, now time.Time, effects []reconci
 	for i := 0; i < len(effects); i++ {
 		switch e := effects[i].(type) {
 		case reconciler.StartInstance:
-			d.c.cfg.Meter.InstanceStarting(d.Name, e.ID, e.Trigger)
+			d.c.cfg.Meter.InstanceStarting(d.meter, e.ID, e.Trigger)
 			if e.Manifest.Mode == manifest.Hybrid && !e.Floor {
-				d.c.cfg.Meter.InstanceTier(d.Name, e.ID, true, e.Trigger)
+				d.c.cfg.Meter.InstanceTier(d.meter, e.ID, true, e.Trigger)
 			}
 			sctx, cancel := context.WithCancel(context.Background())
 			d.cancels[e.ID] = cancel
@@ -320,13 +360,13 @@ func (d *Deployment) apply(ctx context.Context, now time.Time, effects []reconci
 			}
 			pi.SetFloor(e.Floor)
 			d.pis[e.ID] = pi
-			d.c.cfg.Meter.InstanceReady(d.Name, e.ID, pi, now)
+			d.c.cfg.Meter.InstanceReady(d.meter, e.ID, pi, now)
 			d.Pool.Add(pi)
 		case reconciler.SetTier:
 			if pi := d.pis[e.ID]; pi != nil {
 				pi.SetFloor(e.Floor)
 			}
-			d.c.cfg.Meter.InstanceTier(d.Name, e.ID, !e.Floor, now)
+			d.c.cfg.Meter.InstanceTier(d.meter, e.ID, !e.Floor, now)
 			d.log.Info("instance moved to the floor tier", "instance", e.ID)
 		case reconciler.Retire:
 			d.cancel(e.ID)
@@ -348,7 +388,7 @@ func (d *Deployment) apply(ctx context.Context, now time.Time, effects []reconci
 			delete(d.pis, e.ID)
 			delete(d.started, e.ID)
 			d.act.forget(e.ID)
-			d.c.cfg.Meter.InstanceGone(d.Name, e.ID, now)
+			d.c.cfg.Meter.InstanceGone(d.meter, e.ID, now)
 		case reconciler.FailWaiters:
 			d.Pool.Fail(problem.New(http.StatusBadGateway, e.Code, fmt.Sprintf("model %q: %v", d.Name, e.Err)))
 		case reconciler.ClosePool:
@@ -364,7 +404,7 @@ func (d *Deployment) apply(ctx context.Context, now time.Time, effects []reconci
 			}
 			effects = append(effects, d.core.Step(now, res)...)
 		case reconciler.Metered:
-			d.c.cfg.Meter.Deployment(e.Manifest, now)
+			d.c.cfg.Meter.Deployment(d.metered(e.Manifest), now)
 		case reconciler.InstanceExit:
 			d.c.cfg.Metrics.InstanceExit(d.Name, e.Reason)
 		case reconciler.PanicStarted:

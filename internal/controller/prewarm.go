@@ -83,7 +83,7 @@ func (d *Deployment) loadHistory() {
 		return
 	}
 	var h prewarm.History
-	found, err := st.GetJSON(prewarmBucket, d.Name, &h)
+	found, err := st.GetJSON(prewarmBucket, d.meter, &h)
 	if found && err == nil {
 		h.Active = false // what was going on before a restart is over
 		d.pw.hist, d.pw.learned = h, prewarm.Learn(h)
@@ -120,7 +120,7 @@ func (d *Deployment) prewarmFloor(now time.Time, active bool) int {
 		}
 		pw.dirty = pw.dirty || changed
 		if pw.dirty && now.Sub(pw.savedAt) >= historySaveEvery && d.c.cfg.Store != nil {
-			if err := d.c.cfg.Store.PutJSON(prewarmBucket, d.Name, pw.hist); err != nil {
+			if err := d.c.cfg.Store.PutJSON(prewarmBucket, d.meter, pw.hist); err != nil {
 				d.log.Warn("prewarm history not saved", "err", err)
 			}
 			pw.dirty, pw.savedAt = false, now

@@ -83,7 +83,7 @@ func (c *Controller) mergeCatalog(rb backend.ReplicaBackend, recs map[string]str
 		// Gone only if the platform had the objects before the listing
 		// began: a deployment applied meanwhile is not in it yet.
 		seen := d.seenAt.Load()
-		if _, ok := recs[name]; ok || d.act.backend() != any(rb) || seen == 0 || seen >= listed.UnixNano() {
+		if _, ok := recs[name]; ok || d.unit != d.Name || d.act.backend() != any(rb) || seen == 0 || seen >= listed.UnixNano() {
 			continue
 		}
 		c.log.Info("deployment deleted on the shared platform", "model", name)

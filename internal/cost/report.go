@@ -39,6 +39,26 @@ type ModelReport struct {
 	// Tiers splits a hybrid deployment's usage and cost into its floor
 	// (reserved) and burst (on-demand) tiers; nil for other modes.
 	Tiers *Tiers `json:"tiers,omitempty"`
+	// Revisions splits the cost by revision unit when revisions ran beside
+	// the model's first unit (canaries, tags, shadows; docs/rollout.md).
+	// Revision "" is the first unit, whatever it ran; the others are the
+	// unit of one revision, promoted or not.
+	Revisions []RevisionCost `json:"revisions,omitempty"`
+}
+
+// RevisionCost is one revision unit's usage and cost.
+type RevisionCost struct {
+	Revision string  `json:"revision"`
+	Requests int64   `json:"requests"`
+	Seconds  float64 `json:"instance_seconds"`
+	Cost     float64 `json:"cost"`
+}
+
+// ModelOf splits a meter account name into its model and revision: the
+// cost meter keeps a revision's own unit as "MODEL@REVISION".
+func ModelOf(account string) (model, revision string) {
+	model, revision, _ = strings.Cut(account, "@")
+	return model, revision
 }
 
 // Tiers is a hybrid deployment's floor and burst tiers.
@@ -62,21 +82,41 @@ func (m *Meter) Report(model string, since, now time.Time) (*Report, error) {
 	}
 	m.Flush(now)
 	m.persistMu.RLock()
-	recs, err := m.records(model, since.Truncate(m.bucket), now.Add(time.Nanosecond))
+	recs, err := m.records("", since.Truncate(m.bucket), now.Add(time.Nanosecond))
 	m.persistMu.RUnlock()
 	if err != nil {
 		return nil, err
 	}
+	if model != "" {
+		kept := recs[:0]
+		for _, rec := range recs {
+			if base, _ := ModelOf(rec.model); base == model {
+				kept = append(kept, rec)
+			}
+		}
+		recs = kept
+	}
+	byRev := map[string]map[string]*RevisionCost{}
 	sort.Slice(recs, func(i, j int) bool { return recs[i].start.Before(recs[j].start) })
 	byModel := map[string]*ModelReport{}
 	p := m.prices
 	for _, rec := range recs {
-		mr := byModel[rec.model]
+		name, rev := ModelOf(rec.model)
+		mr := byModel[name]
 		if mr == nil {
-			mr = &ModelReport{Model: rec.model, CostAs: map[manifest.Mode]float64{}}
-			byModel[rec.model] = mr
+			mr = &ModelReport{Model: name, CostAs: map[manifest.Mode]float64{}}
+			byModel[name] = mr
+			byRev[name] = map[string]*RevisionCost{}
 		}
 		u := rec.usage
+		rc := byRev[name][rev]
+		if rc == nil {
+			rc = &RevisionCost{Revision: rev}
+			byRev[name][rev] = rc
+		}
+		rc.Requests += u.Requests
+		rc.Seconds += u.Total().Seconds
+		rc.Cost += p.Cost(u.Mode, u)
 		mr.Mode = u.Mode
 		mr.Usage = mr.Usage.Plus(u)
 		mr.Cost += p.Cost(u.Mode, u)
@@ -99,7 +139,13 @@ func (m *Meter) Report(model string, since, now time.Time) (*Report, error) {
 			}
 		}
 	}
-	for _, mr := range byModel {
+	for name, mr := range byModel {
+		if revs := byRev[name]; len(revs) > 1 {
+			for _, rc := range revs {
+				mr.Revisions = append(mr.Revisions, *rc)
+			}
+			sort.Slice(mr.Revisions, func(i, j int) bool { return mr.Revisions[i].Revision < mr.Revisions[j].Revision })
+		}
 		mr.Usage.Mode = mr.Mode
 		if mr.Usage.Requests > 0 {
 			mr.CostPer1K = mr.Cost / float64(mr.Usage.Requests) * 1000

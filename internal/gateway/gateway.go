@@ -7,12 +7,14 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"sync"
 
 	"tandem/internal/controller"
 	"tandem/internal/problem"
+	"tandem/internal/shadow"
 )
 
 // HeaderColdStart is set on every model response: true when the request
@@ -22,6 +24,10 @@ const HeaderColdStart = "X-Tandem-Cold-Start"
 // Models resolves a model name to its deployment. Lookup must not block.
 type Models interface {
 	Lookup(name string) (*controller.Deployment, bool)
+	// Route picks the revision that serves a request for name (which may
+	// be NAME@TAG) with headers h, and the revision it is mirrored to, if
+	// any. It must not block.
+	Route(name string, h http.Header) (d, shadow *controller.Deployment, err error)
 	// Names lists the deployed models.
 	Names() []string
 }
@@ -33,7 +39,8 @@ type Gateway struct {
 	bufs   *bufferPool
 	mux    *http.ServeMux
 	stages []Stage
-	jobs   Jobs // the async doors (async.go); nil = off
+	jobs   Jobs           // the async doors (async.go); nil = off
+	mirror *shadow.Mirror // shadow traffic (shadow.go); nil = off
 }
 
 // New returns a gateway over models. Extra handlers (the v2 protocol) are
@@ -78,8 +85,29 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sw := &statusWriter{ResponseWriter: w}
+	if ex.Shadow != nil {
+		pair, dig, err := g.mirrorPassThrough(w, r, ex)
+		if err != nil {
+			pe := problem.New(http.StatusBadRequest, "body_read_failed", fmt.Sprintf("model %q: reading the request body: %v", ex.Model, err))
+			sw.Header().Set(HeaderColdStart, "false")
+			problem.Write(sw, pe)
+			ex.Finish(sw.code(), false, pe)
+			return
+		}
+		if pair != nil {
+			sw.tee = dig
+			defer func() {
+				if sw.status != 0 && !sw.failed {
+					pair.Primary(sw.code(), dig.Sum())
+				} else {
+					pair.Abandon()
+				}
+			}()
+		}
+	}
 	lease, served, err := g.acquireWithin(r.Context(), d) // the pool bounds the wait itself
 	if err != nil {
+		sw.failed = true
 		sw.Header().Set(HeaderColdStart, "false")
 		problem.Write(sw, err)
 		ex.Finish(sw.code(), false, err)
@@ -108,6 +136,8 @@ type bufferPool struct{ p sync.Pool }
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	tee    io.Writer // the shadow's digest of the answer, when mirrored
+	failed bool      // the gateway answered an error, not an instance
 }
 
 func (s *statusWriter) WriteHeader(code int) {
@@ -120,6 +150,9 @@ func (s *statusWriter) WriteHeader(code int) {
 func (s *statusWriter) Write(b []byte) (int, error) {
 	if s.status == 0 {
 		s.status = http.StatusOK
+	}
+	if s.tee != nil {
+		s.tee.Write(b)
 	}
 	return s.ResponseWriter.Write(b)
 }

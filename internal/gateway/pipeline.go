@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"tandem/internal/controller"
 	"tandem/internal/inference"
 	"tandem/internal/pool"
 	"tandem/internal/problem"
+	"tandem/internal/shadow"
 	"tandem/internal/tracing"
 )
 
@@ -31,8 +33,12 @@ const (
 type Exchange struct {
 	Protocol Protocol
 	Model    string
-	// Deployment is the resolved model; never nil after Begin.
+	// Deployment is the resolved model's revision that serves the
+	// exchange (the traffic split, a tag or a header route chose it);
+	// never nil after Begin.
 	Deployment *controller.Deployment
+	// Shadow, when set, is the revision the request is mirrored to.
+	Shadow *controller.Deployment
 	// Header holds the request's headers (for gRPC, its metadata with
 	// canonical keys). Stages may read it; they must not keep it.
 	Header http.Header
@@ -84,11 +90,16 @@ func (g *Gateway) Use(stages ...Stage) { g.stages = append(g.stages, stages...) 
 // *problem.Error: 404 for an unknown model, or a stage's refusal (counted
 // in the model's metrics).
 func (g *Gateway) Begin(ctx context.Context, proto Protocol, model string, h http.Header) (*Exchange, error) {
-	d, ok := g.models.Lookup(model)
-	if !ok {
-		return nil, problem.New(http.StatusNotFound, "model_not_found", fmt.Sprintf("model %q is not deployed", model)).WithField("name")
+	d, shadow, err := g.models.Route(model, h)
+	if err != nil {
+		if errors.Is(err, controller.ErrNotFound) {
+			base, _, _ := strings.Cut(model, "@")
+			return nil, problem.New(http.StatusNotFound, "model_not_found", fmt.Sprintf("model %q is not deployed", base)).WithField("name")
+		}
+		return nil, problem.From(err)
 	}
-	ex := &Exchange{Protocol: proto, Model: model, Deployment: d, Header: h, Start: time.Now(), span: tracing.FromContext(ctx)}
+	model = d.Name
+	ex := &Exchange{Protocol: proto, Model: model, Deployment: d, Shadow: shadow, Header: h, Start: time.Now(), span: tracing.FromContext(ctx)}
 	for _, s := range g.stages {
 		if err := admit(ctx, s, ex); err != nil {
 			pe := problem.From(err)
@@ -110,6 +121,7 @@ func (ex *Exchange) Finish(status int, cold bool, err error) {
 	ex.finished = true
 	d := ex.Deployment
 	took := time.Since(ex.Start)
+	d.Stats.Observe(status, took, cold)
 	d.Metrics.Request(ex.Protocol, status)
 	d.Metrics.Latency.Observe(took.Seconds())
 	if cold {
@@ -175,6 +187,9 @@ type upstream struct {
 var _ inference.Upstream = upstream{}
 
 func (u upstream) Do(ctx context.Context, req *http.Request) (*http.Response, bool, error) {
+	if ex, ok := inference.ExchangeFrom(ctx).(v2Exchange); ok && ex.Deployment.Name == u.d.Name {
+		u.d = ex.Deployment // the revision the pipeline routed the call to
+	}
 	lease, d, err := u.g.acquireWithin(ctx, u.d) // d: the fallback, when it took the call
 	if err != nil {
 		return nil, false, err
@@ -207,7 +222,32 @@ func (u upstream) Do(ctx context.Context, req *http.Request) (*http.Response, bo
 	}
 	call.Answered(resp.StatusCode)
 	resp.Body = &leaseBody{ReadCloser: resp.Body, lease: lease, cancel: cancel, call: call}
+	if pair := u.mirror(ctx, req); pair != nil {
+		resp.Body = &teeBody{ReadCloser: resp.Body, status: resp.StatusCode, dig: shadow.NewDigest(), pair: pair}
+	}
 	return resp, lease.ColdStart, nil
+}
+
+// mirror sends a copy of a v2 call (its body is in memory) to the shadow
+// revision the pipeline chose, if any.
+func (u upstream) mirror(ctx context.Context, req *http.Request) *shadow.Pair {
+	ex, ok := inference.ExchangeFrom(ctx).(v2Exchange)
+	if !ok || ex.Shadow == nil || u.g.mirror == nil {
+		return nil
+	}
+	var body []byte
+	if req.GetBody != nil {
+		rc, err := req.GetBody()
+		if err != nil {
+			return nil
+		}
+		body, err = io.ReadAll(io.LimitReader(rc, maxShadowBody+1))
+		rc.Close()
+		if err != nil || len(body) > maxShadowBody {
+			return nil
+		}
+	}
+	return u.g.mirrorCopy(ex.Shadow, req.Method, req.URL.RequestURI(), req.Header, body)
 }
 
 func roundTrip(ctx context.Context, lease *pool.Lease, req *http.Request, call *tracing.Call) (*http.Response, error) {

@@ -131,7 +131,17 @@ func (s *Service) inPipeline(w http.ResponseWriter, r *http.Request, name string
 			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc, limit: t, h: w.Header()}
 		}
 	}
-	h(c, r)
+	h(c, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
+}
+
+type exchangeKey struct{}
+
+// ExchangeFrom returns the exchange the pipeline admitted the request in
+// ctx with (nil outside the pipeline), so that an Upstream sends it to the
+// revision the front chose.
+func ExchangeFrom(ctx context.Context) Exchange {
+	ex, _ := ctx.Value(exchangeKey{}).(Exchange)
+	return ex
 }
 
 // deadlineBody lifts the read deadline once the body is read: past it, the
@@ -210,7 +220,7 @@ func (s *Service) grpcPipeline(ctx context.Context, req any, _ *grpc.UnaryServer
 		return nil, grpcError(err)
 	}
 	var cold bool
-	resp, err := h(context.WithValue(ctx, coldKey{}, &cold), req)
+	resp, err := h(context.WithValue(context.WithValue(ctx, coldKey{}, &cold), exchangeKey{}, ex), req)
 	ex.Finish(grpcStatus(err), cold, err)
 	return resp, err
 }

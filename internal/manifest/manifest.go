@@ -62,6 +62,9 @@ type Manifest struct {
 	// deadline is shorter than this one's expected cold start, when that
 	// deployment has a warm instance (docs/hybrid.md, "Deadlines").
 	Fallback string `yaml:"fallback,omitempty" json:"fallback,omitempty"`
+	// Rollout, when set, makes a deploy that changes the spec a progressive
+	// rollout of the new revision (rollout.go).
+	Rollout *Rollout `yaml:"rollout,omitempty" json:"rollout,omitempty"`
 }
 
 // Burst is where a hybrid deployment's burst instances run when not on

@@ -225,7 +225,7 @@ func TestParse_Errors(t *testing.T) {
 		want map[string]string
 	}{
 		{"unknown top-level field", ok + "replicas: 3\n", map[string]string{
-			"replicas": "unknown field (known: async, backend, batching, burst, cache, fallback, mode, name, openai, prewarm, resources, runtime, scaling, timeouts)",
+			"replicas": "unknown field (known: async, backend, batching, burst, cache, fallback, mode, name, openai, prewarm, resources, rollout, runtime, scaling, timeouts)",
 		}},
 		{"unknown nested field", ok + "scaling:\n  maxx: 3\n", map[string]string{
 			"scaling.maxx": "unknown field",

@@ -354,6 +354,7 @@ func (m *Manifest) SetDefaults() {
 	}
 	m.Cache.setDefaults()
 	m.Async.setDefaults()
+	m.Rollout.setDefaults()
 	setPrewarmDefaults(m.Prewarm)
 	if b := m.Batching; b != nil {
 		if b.MaxBatchSize == 0 {
@@ -534,6 +535,7 @@ func (m *Manifest) Validate() error {
 	}
 	probs = append(probs, m.Cache.validate()...)
 	probs = append(probs, m.Async.validate()...)
+	probs = append(probs, m.Rollout.validate()...)
 	validatePrewarm(m, bad)
 	if m.Timeouts.Deadline < 0 {
 		bad("timeouts.deadline", "must not be negative (0 means no deadline)")

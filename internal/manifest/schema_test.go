@@ -275,7 +275,7 @@ func resolve(t *testing.T, root, node map[string]any) map[string]any {
 // Go type decodes from, and every "default" is what SetDefaults sets.
 func TestSchema_MatchesTypes(t *testing.T) {
 	root := schemaDoc(t)
-	defaults := Manifest{Name: "m", Burst: &Burst{}, Runtime: Runtime{Command: []string{"x"}, Lambda: &Lambda{}, Template: &Template{}}, Batching: &Batching{}, OpenAI: &OpenAI{}, Cache: &Cache{}, Async: &Async{}}
+	defaults := Manifest{Name: "m", Burst: &Burst{}, Runtime: Runtime{Command: []string{"x"}, Lambda: &Lambda{}, Template: &Template{}}, Batching: &Batching{}, OpenAI: &OpenAI{}, Cache: &Cache{}, Async: &Async{}, Rollout: &Rollout{}}
 	defaults.SetDefaults()
 	// The schema's default is a plain deployment's; a function's 1 is
 	// TestSetDefaults_LambdaOneEventAtATime's.

@@ -41,6 +41,7 @@ import (
 	"tandem/internal/peerstats"
 	"tandem/internal/runtime/onnx"
 	"tandem/internal/runtime/python"
+	"tandem/internal/shadow"
 	"tandem/internal/store"
 	"tandem/internal/tenant"
 	"tandem/internal/tracing"
@@ -232,6 +233,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 	// The gateway: one pipeline, three doors (pass-through, v2 REST, v2 gRPC).
 	gw := gateway.New(ctrl, log)
+	mirror := shadow.New(shadow.Config{}, m.Registry) // shadow traffic's workers
+	stack.push(mirror.Close)
+	gw.SetMirror(mirror)
+	admin.SetShadowStats(func(model string) any { return mirror.Stats(model) })
 	switch cfg.Auth {
 	case AuthKeys:
 		gw.Use(tenant.NewStage(tenants, m.Registry))

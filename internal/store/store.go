@@ -28,6 +28,11 @@ type Record struct {
 	// Metadata is what the runtime reported about the model at deploy time
 	// (for ONNX models: inputs and outputs), answered without waking it.
 	Metadata json.RawMessage `json:"metadata,omitempty"`
+	// Unit and Meter are the platform and cost-meter keys of the revision
+	// unit that runs it, when not the manifest's name (a canary promoted
+	// in place keeps its own; see controller/traffic.go).
+	Unit  string `json:"unit,omitempty"`
+	Meter string `json:"meter,omitempty"`
 }
 
 // Store is safe for concurrent use.

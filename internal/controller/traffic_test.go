@@ -1,0 +1,241 @@
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"testing"
+	"time"
+
+	"tandem/internal/backend"
+	"tandem/internal/backend/fake"
+	"tandem/internal/controller"
+	"tandem/internal/store"
+)
+
+func route(t *testing.T, c *controller.Controller, name string, h http.Header) *controller.Deployment {
+	t.Helper()
+	d, _, err := c.Route(name, h)
+	if err != nil {
+		t.Fatalf("route %s: %v", name, err)
+	}
+	return d
+}
+
+// A canary gets its share of untagged requests; tags, header routes and a
+// sticky header pick their revision; promote and rollback move all of it.
+func TestTraffic_CanaryTagsRoutesPromote(t *testing.T) {
+	c, _ := newController(t, fake.New(http.NotFoundHandler()))
+	ctx := context.Background()
+	v1 := parse(t, "name: a\nruntime: {command: [one]}\n")
+	v2 := parse(t, "name: a\nruntime: {command: [two]}\n")
+	if _, err := c.Apply(ctx, v1); err != nil {
+		t.Fatal(err)
+	}
+	twenty := 20
+	if _, err := c.Deploy(ctx, v2, controller.DeployOptions{Canary: &twenty, Tag: "next",
+		Routes: []controller.HeaderRoute{{Header: "x-variant", Value: "b"}}}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 5000
+	got := 0
+	for range n {
+		if route(t, c, "a", http.Header{}).Revision() == v2.Hash() {
+			got++
+		}
+	}
+	// Binomial: mean 1000, sd 28.3; 5 sd either side.
+	if mean, sd := n*0.2, math.Sqrt(n*0.2*0.8); math.Abs(float64(got)-mean) > 5*sd {
+		t.Fatalf("canary got %d of %d, want 20%% (%.0f ± %.0f)", got, n, mean, 5*sd)
+	}
+	for _, tc := range []struct {
+		name string
+		h    http.Header
+		want string
+	}{
+		{"a@next", nil, v2.Hash()},
+		{"a@" + v1.Hash()[:6], nil, v1.Hash()},
+		{"a", http.Header{"X-Tandem-Revision": {"next"}}, v2.Hash()},
+		{"a", http.Header{"X-Variant": {"b"}}, v2.Hash()},
+	} {
+		for range 50 {
+			if rev := route(t, c, tc.name, tc.h).Revision(); rev != tc.want {
+				t.Fatalf("%s %v went to %s, want %s", tc.name, tc.h, rev, tc.want)
+			}
+		}
+	}
+	if _, _, err := c.Route("a@nope", nil); err == nil {
+		t.Fatal("unknown tag routed")
+	}
+	// Sticky: each user always on one revision, and both revisions used.
+	if err := c.ChangeTraffic(ctx, "a", controller.TrafficChange{StickyHeader: "X-User"}); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for u := range 200 {
+		h := http.Header{"X-User": {fmt.Sprint("user-", u)}}
+		first := route(t, c, "a", h).Revision()
+		for range 5 {
+			if rev := route(t, c, "a", h).Revision(); rev != first {
+				t.Fatalf("user %d moved from %s to %s", u, first, rev)
+			}
+		}
+		seen[first] = true
+	}
+	if len(seen) != 2 {
+		t.Fatalf("sticky users on %d revisions, want 2", len(seen))
+	}
+	revs, err := c.Revisions("a")
+	if err != nil || len(revs) != 2 || revs[0].Revision != v2.Hash() || revs[0].Percent != 20 || revs[1].Percent != 80 || !revs[1].Main {
+		t.Fatalf("revisions = %+v, %v", revs, err)
+	}
+	if _, err := c.Promote(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	for range 200 {
+		if rev := route(t, c, "a", nil).Revision(); rev != v2.Hash() {
+			t.Fatalf("after promote a request went to %s", rev)
+		}
+	}
+	if d, _ := c.Lookup("a"); d.Revision() != v2.Hash() {
+		t.Fatalf("main after promote runs %s", d.Revision())
+	}
+	// Canary again, then roll back: all to the main one, the canary failed.
+	if _, err := c.Deploy(ctx, v1, controller.DeployOptions{Canary: &twenty}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rollback(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	for range 200 {
+		if rev := route(t, c, "a", nil).Revision(); rev != v2.Hash() {
+			t.Fatalf("after rollback a request went to %s", rev)
+		}
+	}
+	revs, _ = c.Revisions("a")
+	for _, r := range revs {
+		if r.Revision == v1.Hash() && r.Failed == "" {
+			t.Fatalf("rolled back revision not marked: %+v", r)
+		}
+	}
+}
+
+// The traffic survives a restart, and old revisions without traffic are
+// collected beyond the retention count.
+func TestTraffic_RestartAndRetention(t *testing.T) {
+	dir := t.TempDir()
+	open := func() (*controller.Controller, func()) {
+		st, err := store.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fb := fake.New(http.NotFoundHandler())
+		c := controller.New(controller.Config{Store: st, Backends: map[string]backend.Backend{"process": fb},
+			DefaultBackend: "process", Tick: 20 * time.Millisecond, Retention: 2})
+		if err := c.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return c, func() { c.Shutdown(context.Background()); st.Close() }
+	}
+	c, stop := open()
+	ctx := context.Background()
+	for i := range 5 {
+		if _, err := c.Apply(ctx, parse(t, fmt.Sprintf("name: a\nruntime: {command: [v%d]}\n", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	canary := parse(t, "name: a\nruntime: {command: [canary]}\n")
+	half := 50
+	if _, err := c.Deploy(ctx, canary, controller.DeployOptions{Canary: &half}); err != nil {
+		t.Fatal(err)
+	}
+	revs, _ := c.Revisions("a")
+	if len(revs) != 4 { // main v4, the canary, and 2 kept
+		t.Fatalf("%d revisions kept, want 4: %+v", len(revs), revs)
+	}
+	stop()
+	c, stop = open()
+	defer stop()
+	seen := map[string]bool{}
+	for range 200 {
+		seen[route(t, c, "a", nil).Revision()] = true
+	}
+	if len(seen) != 2 || !seen[canary.Hash()] {
+		t.Fatalf("after restart requests went to %v", seen)
+	}
+}
+
+// A progressive rollout whose revision answers 500 is rolled back with the
+// reason; a healthy one is promoted.
+func TestTraffic_ProgressiveRollout(t *testing.T) {
+	c, _ := newController(t, fake.New(http.NotFoundHandler()))
+	ctx := context.Background()
+	if _, err := c.Apply(ctx, parse(t, "name: a\nruntime: {command: [one]}\n")); err != nil {
+		t.Fatal(err)
+	}
+	const ro = "rollout: {steps: [50, 100], interval: 1s, failures: 1, min_requests: 5, max_error_rate: '1%'}\n"
+	bad := parse(t, "name: a\nruntime: {command: [bad]}\n"+ro)
+	if _, err := c.Apply(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	feed := func(status int) {
+		for range 20 {
+			d := route(t, c, "a", http.Header{"X-Tandem-Revision": {"next"}})
+			_ = d
+		}
+	}
+	_ = feed
+	var u *controller.Deployment
+	for _, d := range c.Units("a") {
+		if d.Revision() == bad.Hash() {
+			u = d
+		}
+	}
+	if u == nil {
+		t.Fatal("no unit for the rollout's revision")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ts, err := c.Traffic("a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := ts.Traffic.Rollout; p.State.Phase == "failed" {
+			if ts.Traffic.Split[bad.Hash()] != 0 || p.State.Reason == "" {
+				t.Fatalf("failed rollout left %+v", ts.Traffic)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rollout never failed: %+v", ts.Traffic.Rollout.State)
+		}
+		for range 10 {
+			u.Stats.Observe(500, time.Millisecond, false)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	good := parse(t, "name: a\nruntime: {command: [good]}\n"+ro)
+	if _, err := c.Apply(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range c.Units("a") {
+		if d.Revision() == good.Hash() {
+			u = d
+		}
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		if d, _ := c.Lookup("a"); d.Revision() == good.Hash() {
+			break
+		}
+		if time.Now().After(deadline) {
+			ts, _ := c.Traffic("a")
+			t.Fatalf("healthy rollout not promoted: %+v", ts.Traffic.Rollout.State)
+		}
+		for range 10 {
+			u.Stats.Observe(200, time.Millisecond, false)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
