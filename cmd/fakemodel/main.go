@@ -30,6 +30,7 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"sync/atomic"
 	"time"
 )
 
@@ -103,6 +104,11 @@ func main() {
 		fmt.Fprintf(w, "allocated %d MiB\n", mb)
 	})
 	mux.HandleFunc("/pid", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, pid) })
+	// /version answers $FAKE_VERSION, so that a test tells revisions apart.
+	mux.HandleFunc("/version", func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		io.WriteString(w, os.Getenv("FAKE_VERSION"))
+	})
 	mux.HandleFunc("/log", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(os.Stdout, r.URL.Query().Get("msg"))
 		io.WriteString(w, "logged\n")
@@ -111,8 +117,26 @@ func main() {
 		fmt.Fprintln(os.Stderr, "fakemodel: crashing as asked")
 		os.Exit(2)
 	})
+	// FAKE_FAIL_EVERY=N answers 500 to every Nth request; FAKE_DELAY
+	// delays every answer (a slow or hanging revision).
+	failEvery, _ := strconv.ParseInt(os.Getenv("FAKE_FAIL_EVERY"), 10, 64)
+	delay, _ := time.ParseDuration(os.Getenv("FAKE_DELAY"))
+	var served atomic.Int64
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Instance-Pid", pid)
+		if r.URL.Path != "/health" {
+			if delay > 0 {
+				select {
+				case <-time.After(delay):
+				case <-r.Context().Done():
+					return
+				}
+			}
+			if n := served.Add(1); failEvery > 0 && n%failEvery == 0 {
+				http.Error(w, "fakemodel: failing as asked (FAKE_FAIL_EVERY)", http.StatusInternalServerError)
+				return
+			}
+		}
 		mux.ServeHTTP(w, r)
 	})
 	host := os.Getenv("HOST")
