@@ -29,8 +29,8 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"syscall"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
