@@ -298,8 +298,12 @@ func printTraffic(w io.Writer, ts *controller.TrafficStatus) {
 	if ss, ok := ts.ShadowStats.([]any); ok {
 		for _, s := range ss {
 			if m, ok := s.(map[string]any); ok {
-				fmt.Fprintf(w, "  shadow %v: sent %v, matched %v, mismatched %v, errors %v, dropped %v, p99 %v\n",
-					m["revision"], m["sent"], m["matched"], m["mismatched"], m["errors"], m["dropped"], m["p99"])
+				p99 := "-"
+				if ns, ok := m["p99"].(float64); ok && ns > 0 {
+					p99 = time.Duration(ns).Round(time.Microsecond).String()
+				}
+				fmt.Fprintf(w, "  shadow %v: sent %v, matched %v, mismatched %v, errors %v, dropped %v, p99 %s\n",
+					m["revision"], m["sent"], m["matched"], m["mismatched"], m["errors"], m["dropped"], p99)
 			}
 		}
 	}

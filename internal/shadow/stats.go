@@ -13,15 +13,20 @@ import (
 
 // Stats is one shadow revision's counters, for status display.
 type Stats struct {
-	Model, Revision string
-	Sent            int64 // copies sent: Matched + Mismatched + Errors + Unpaired + those still running or awaiting the primary
-	Matched         int64 // status and body equal to the primary's
-	Mismatched      int64
-	Errors          int64         // Send failed (no answer, timeout, body read error): not compared
-	Dropped         int64         // queue full (or Mirror closed): never sent
-	Unpaired        int64         // the shadow answered but the primary was abandoned: not compared
-	Status          map[int]int64 // shadow answers by status code
-	P50, P99        time.Duration // shadow latency of answered copies (from a histogram; 0 when none)
+	Model      string `json:"model"`
+	Revision   string `json:"revision"`
+	Sent       int64  `json:"sent"`       // copies sent: Matched + Mismatched + Errors + Unpaired + those still running or awaiting the primary
+	Matched    int64  `json:"matched"`    // status and body equal to the primary's
+	Mismatched int64  `json:"mismatched"` // status or body differ
+	Errors     int64  `json:"errors"`     // Send failed (no answer, timeout, body read error): not compared
+	Dropped    int64  `json:"dropped"`    // queue full (or Mirror closed): never sent
+	Unpaired   int64  `json:"unpaired"`   // the shadow answered but the primary was abandoned: not compared
+	// Status counts the shadow's answers by status code.
+	Status map[int]int64 `json:"status,omitempty"`
+	// P50 and P99 are the shadow latency of answered copies (from a
+	// histogram; 0 when none).
+	P50 time.Duration `json:"p50"`
+	P99 time.Duration `json:"p99"`
 }
 
 // latencyBuckets are upper bounds in seconds, as internal/metrics uses for
