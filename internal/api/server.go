@@ -39,8 +39,12 @@ type PromoteRequest struct {
 
 // DeployResponse answers a deploy.
 type DeployResponse struct {
-	Result controller.Result  `json:"result"`
-	Status *controller.Status `json:"status"`
+	Result controller.Result `json:"result"`
+	// Revision is the deployed manifest's revision; Status.Revision is the
+	// model's main one, which differs when the new revision runs beside it
+	// (a canary, a tag, a shadow or a progressive rollout).
+	Revision string             `json:"revision"`
+	Status   *controller.Status `json:"status"`
 }
 
 // Info describes the server.
@@ -131,7 +135,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusCreated
 	}
 	s.log.Info("deploy", "model", m.Name, "result", res, "revision", st.Revision)
-	writeJSON(w, code, DeployResponse{Result: res, Status: st})
+	writeJSON(w, code, DeployResponse{Result: res, Revision: m.Hash(), Status: st})
 }
 
 // writeManifestError answers every problem of a manifest at once.

@@ -55,6 +55,11 @@ func deployCmd() *cobra.Command {
 				return err
 			}
 			return out.Print(cmd.OutOrStdout(), res, func(w io.Writer, _ bool) error {
+				if res.Revision != "" && res.Revision != res.Status.Revision {
+					_, err := fmt.Fprintf(w, "%s %s: revision %s beside the main revision %s (%s, %s backend; see tandem rollout status %s)\n",
+						res.Status.Name, res.Result, res.Revision, res.Status.Revision, res.Status.Mode, res.Status.Backend, res.Status.Name)
+					return err
+				}
 				_, err := fmt.Fprintf(w, "%s %s (revision %s, %s, %s backend)\n",
 					res.Status.Name, res.Result, res.Status.Revision, res.Status.Mode, res.Status.Backend)
 				return err

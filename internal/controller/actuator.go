@@ -209,9 +209,9 @@ func (a replicaActuator) apply(ctx context.Context, d *Deployment, m *manifest.M
 		return reconciler.Applied{Replicas: n}
 	}
 	spec := backend.Spec{Deployment: d.unit, Revision: m.Hash(), Manifest: m}
-	// Only the unit named as the model is in the shared catalog: other
-	// tandem processes follow the model, not its canaries (traffic.go).
-	if _, ok := a.rb.(backend.Catalog); ok && d.unit == d.Name {
+	// Only the model's main unit is in the shared catalog: other tandem
+	// processes follow the model, not its canaries (traffic.go).
+	if _, ok := a.rb.(backend.Catalog); ok && d.isMain.Load() {
 		if raw, err := json.Marshal(d.rec.Load()); err == nil {
 			spec.Annotations = map[string]string{AnnotationRecord: string(raw)}
 		}
@@ -228,6 +228,19 @@ func (a replicaActuator) apply(ctx context.Context, d *Deployment, m *manifest.M
 		n = -1
 	}
 	return reconciler.Applied{Replicas: n}
+}
+
+// announce writes a unit's record on its objects again, now that it is
+// its model's main unit (a promote), so that other tandem processes follow
+// it. It runs in the background.
+func (a replicaActuator) announce(d *Deployment) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if res := a.apply(ctx, d, d.Manifest()); res.Err != nil {
+			d.log.Warn("promoted unit not announced on the shared platform", "err", res.Err)
+		}
+	}()
 }
 
 func (a replicaActuator) scale(ctx context.Context, d *Deployment, n int) reconciler.Scaled {

@@ -364,6 +364,9 @@ func (c *Controller) Deploy(ctx context.Context, m *manifest.Manifest, o DeployO
 			c.log.Warn("revision not recorded", "model", m.Name, "err", err)
 		}
 		c.publish() // the openai block may have changed
+		if o.StickyHeader != "" {
+			return Updated, c.tagMain(ctx, d, o, now)
+		}
 		return Updated, nil
 	}
 	d = c.newDeployment(rec, be, rb, nil)

@@ -63,6 +63,9 @@ type Deployment struct {
 	// platform was first known to have the objects.
 	follow atomic.Bool
 	seenAt atomic.Int64
+	// isMain is set while this unit is its model's main unit (the one in
+	// c.deps): only that one carries the record in a shared catalog.
+	isMain atomic.Bool
 
 	poke    chan struct{}
 	events  chan any
@@ -102,7 +105,9 @@ type (
 )
 
 func (c *Controller) newDeployment(r *store.Record, be backend.Backend, rb backend.ReplicaBackend, adopted []backend.Instance) *Deployment {
-	return c.newUnit(r, be, rb, adopted, r.Unit, r.Meter)
+	d := c.newUnit(r, be, rb, adopted, r.Unit, r.Meter)
+	d.isMain.Store(true)
+	return d
 }
 
 // newUnit returns the deployment of one revision: unit and meter are its

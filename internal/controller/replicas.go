@@ -42,25 +42,41 @@ func (c *Controller) mergeCatalog(rb backend.ReplicaBackend, recs map[string]str
 		return
 	default:
 	}
-	for name, raw := range recs {
+	// The catalog is keyed by object name: a model's main unit is named as
+	// the model, or, after a promote, as the promoted revision's unit
+	// (rec.Unit). Canary units carry no record.
+	byModel := map[string]*store.Record{}
+	for obj, raw := range recs {
 		var rec store.Record
-		if raw == "" || json.Unmarshal([]byte(raw), &rec) != nil || rec.Manifest == nil || rec.Manifest.Name != name {
+		if raw == "" || json.Unmarshal([]byte(raw), &rec) != nil || rec.Manifest == nil {
+			continue
+		}
+		if unit := rec.Unit; unit == "" && rec.Manifest.Name != obj || unit != "" && unit != obj {
 			continue
 		}
 		if rec.Manifest.Validate() != nil {
 			continue
 		}
+		if prev := byModel[rec.Manifest.Name]; prev == nil || rec.UpdatedAt.After(prev.UpdatedAt) {
+			byModel[rec.Manifest.Name] = &rec
+		}
+	}
+	for name, rec := range byModel {
 		if at, ok := c.deletedAt[name]; ok && !at.Before(listed) {
 			continue // deleted here after the listing began
 		}
 		d, ok := c.deps[name]
+		unit := rec.Unit
+		if unit == "" {
+			unit = name
+		}
 		switch {
 		case !ok:
-			if err := c.cfg.Store.Put(&rec); err != nil {
+			if err := c.cfg.Store.Put(rec); err != nil {
 				c.log.Warn("saving a followed deployment", "model", name, "err", err)
 				continue
 			}
-			d = c.newDeployment(&rec, nil, rb, nil)
+			d = c.newDeployment(rec, nil, rb, nil)
 			d.follow.Store(true)
 			// Seen on the platform by this listing: a later listing
 			// without it forgets it, even when its objects went before
@@ -70,12 +86,29 @@ func (c *Controller) mergeCatalog(rb backend.ReplicaBackend, recs map[string]str
 			c.publish()
 			c.log.Info("following a deployment from the shared platform", "model", name, "revision", rec.Manifest.Hash())
 			go d.run()
-		case d.act.backend() == any(rb) && d.Manifest().Hash() != rec.Manifest.Hash() && rec.UpdatedAt.After(d.record().UpdatedAt):
-			if err := c.cfg.Store.Put(&rec); err != nil {
+		case d.act.backend() == any(rb) && d.unit != unit && rec.UpdatedAt.After(d.record().UpdatedAt):
+			// Another tandem promoted a revision unit: follow that one.
+			if err := c.cfg.Store.Put(rec); err != nil {
+				continue
+			}
+			nd := c.newDeployment(rec, nil, rb, nil)
+			nd.follow.Store(true)
+			nd.seenAt.Store(listed.UnixNano())
+			c.deps[name] = nd
+			c.publish()
+			c.log.Info("following a promoted revision from the shared platform", "model", name, "revision", rec.Manifest.Hash(), "unit", unit)
+			go nd.run()
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				d.shutdown(ctx)
+			}()
+		case d.act.backend() == any(rb) && d.unit == unit && d.Manifest().Hash() != rec.Manifest.Hash() && rec.UpdatedAt.After(d.record().UpdatedAt):
+			if err := c.cfg.Store.Put(rec); err != nil {
 				continue
 			}
 			d.follow.Store(true)
-			d.update(&rec)
+			d.update(rec)
 			c.publish()
 		}
 	}
@@ -83,7 +116,7 @@ func (c *Controller) mergeCatalog(rb backend.ReplicaBackend, recs map[string]str
 		// Gone only if the platform had the objects before the listing
 		// began: a deployment applied meanwhile is not in it yet.
 		seen := d.seenAt.Load()
-		if _, ok := recs[name]; ok || d.unit != d.Name || d.act.backend() != any(rb) || seen == 0 || seen >= listed.UnixNano() {
+		if _, ok := byModel[name]; ok || d.act.backend() != any(rb) || seen == 0 || seen >= listed.UnixNano() {
 			continue
 		}
 		c.log.Info("deployment deleted on the shared platform", "model", name)

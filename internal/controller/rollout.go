@@ -396,8 +396,14 @@ func (c *Controller) promoteLocked(ctx context.Context, name, ref, why string) (
 		u.rec.Store(&rec)
 		delete(md.extras, rev)
 		c.deps[name] = u
+		main.isMain.Store(false)
+		u.isMain.Store(true)
+		if ra, ok := u.act.(replicaActuator); ok && !u.follow.Load() {
+			ra.announce(u)
+		}
 		md.extras[main.Revision()] = main // kept if a tag names it, else retired by syncUnits
 	}
+	c.markFailed(name, rev, "") // promoted: whatever failed before is over
 	if p := t.Rollout; p != nil && p.State.Phase == rollout.Progressing {
 		if p.Revision == rev {
 			p.State.Phase, p.State.Weight = rollout.Succeeded, 100

@@ -174,7 +174,11 @@ func (s *server) share(t *testing.T, path string, n int, h map[string]string, wa
 }
 
 // withinBinomial fails unless got of n is within 5 standard deviations of
-// n*p: a correct split fails this about once in 3.5 million runs.
+// n*p. The gateway draws each request's revision independently with
+// probability p, so the count is Binomial(n, p): a correct split falls
+// outside ±5σ with probability below 1e-6, so the test does not flake,
+// while a split that ignores the weight is far outside (at n=400, p=0.3
+// the band is 120±46).
 func withinBinomial(t *testing.T, what string, got, n int, p float64) {
 	t.Helper()
 	mean, sd := float64(n)*p, math.Sqrt(float64(n)*p*(1-p))

@@ -164,6 +164,10 @@ func reachedInstance(err error) bool {
 // v2Exchange shows an Exchange to the v2 adapters.
 type v2Exchange struct{ *Exchange }
 
+// RouteKey names the revision the exchange was routed to (batches never
+// mix revisions).
+func (e v2Exchange) RouteKey() string { return e.Deployment.Revision() }
+
 // Enter admits a v2 REST or gRPC request (inference.Front).
 func (g *Gateway) Enter(ctx context.Context, proto, model string, h http.Header) (inference.Exchange, error) {
 	ex, err := g.Begin(ctx, proto, model, h)

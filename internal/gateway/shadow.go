@@ -84,10 +84,7 @@ func (b *releaseBody) Close() error {
 // an error when the body could not be read.
 func (g *Gateway) mirrorPassThrough(w http.ResponseWriter, r *http.Request, ex *Exchange) (*shadow.Pair, *shadow.Digest, error) {
 	if g.mirror == nil || ex.Shadow == nil || r.ContentLength < 0 || r.ContentLength > maxShadowBody || upgradeType(r.Header) != "" {
-		if g.mirror != nil && ex.Shadow != nil {
-			g.mirror.Submit(shadow.Copy{Model: ex.Shadow.Name, Revision: ex.Shadow.Revision()}).Abandon()
-		}
-		return nil, nil, nil
+		return nil, nil, nil // not mirrored (see the package comment)
 	}
 	var body []byte
 	if r.ContentLength > 0 {

@@ -136,6 +136,12 @@ func (s *Service) inPipeline(w http.ResponseWriter, r *http.Request, name string
 
 type exchangeKey struct{}
 
+// RouteKeyer is implemented by exchanges the front routed to one of a
+// model's revisions: RouteKey names it, so that batches do not mix them.
+type RouteKeyer interface {
+	RouteKey() string
+}
+
 // ExchangeFrom returns the exchange the pipeline admitted the request in
 // ctx with (nil outside the pipeline), so that an Upstream sends it to the
 // revision the front chose.

@@ -208,6 +208,11 @@ func prepare(m Model, body []byte, binaryLen int) (*InferRequest, error) {
 func (s *Service) infer(ctx context.Context, m Model, req *InferRequest) (*InferResponse, bool, error) {
 	if mb := s.batcherFor(m); mb != nil {
 		key, rows, why := batchKey(m, req)
+		if rk, ok := ExchangeFrom(ctx).(RouteKeyer); ok {
+			// Requests routed to different revisions never share a batch:
+			// the batch goes where its first request was routed.
+			key += "\x00" + rk.RouteKey()
+		}
 		switch {
 		case why != "":
 			s.metrics.alone(m.Name, why)
