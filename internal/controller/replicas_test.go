@@ -145,6 +145,27 @@ func TestController_SharedCatalog(t *testing.T) {
 	if applies != 2 {
 		t.Fatalf("objects applied %d times, want 2 (only by the process that was asked): %v", applies, fr.Calls())
 	}
+	// A canary runs as its own unit (objects a-<rev>), which b does not
+	// follow; once promoted, b follows that unit as the model, and it
+	// keeps following it after the old objects are gone.
+	z := parse(t, "name: a\nmode: dedicated\nruntime: {image: z}\n")
+	ten := 10
+	if _, err := a.Deploy(ctx, z, controller.DeployOptions{Canary: &ten}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Promote(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "b follows the promoted unit", func() bool {
+		d, _ := b.Lookup("a")
+		return d != nil && d.Manifest().Runtime.Image == "z"
+	})
+	until(t, "the old objects are gone", func() bool { n, _ := fr.Replicas(ctx, "a"); return n < 0 })
+	time.Sleep(100 * time.Millisecond) // several catalog listings
+	if d, ok := b.Lookup("a"); !ok || d.Manifest().Runtime.Image != "z" {
+		t.Fatalf("b lost the promoted model: %v %v", ok, d)
+	}
+	waitStatus(t, b, func(s *controller.Status) bool { return s.Ready == 1 && s.Revision == z.Hash() })
 	if err := a.Delete(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
