@@ -98,6 +98,8 @@ func (c *Controller) stage(ctx context.Context, main *Deployment, rev *Revision,
 			return err
 		}
 		msgs = append(msgs, fmt.Sprintf("canary: %d%% to %s", *o.Canary, newRev))
+	case !o.staged() && rev.Manifest.Rollout != nil && t.Rollout != nil && t.Rollout.Revision == newRev && t.Rollout.State.Phase == rollout.Progressing:
+		// The same revision deployed again: its rollout goes on.
 	case !o.staged() && rev.Manifest.Rollout != nil:
 		cfg, err := rolloutConfig(rev.Manifest.Rollout)
 		if err != nil {

@@ -441,6 +441,11 @@ func TestRollout_Progressive(t *testing.T) {
 	took := time.Since(start)
 	p := ts.Traffic.Rollout
 	t.Logf("rolled back after %s (bound failures x interval + interval = 6s, plus the new revision's start): %s", took.Round(time.Millisecond), p.State.Reason)
+	// Judged within failures intervals, plus at most one held while the
+	// new revision started and had too few requests.
+	if n := len(p.State.History); n > 3 {
+		t.Fatalf("rolled back after %d intervals, want at most failures (2) + 1: %+v", n, p.State.History)
+	}
 	if !strings.Contains(p.State.Reason, "error rate") || ts.Traffic.Split[ts.Main] != 100 {
 		t.Fatalf("failed rollout: reason %q, split %v", p.State.Reason, ts.Traffic.Split)
 	}

@@ -121,13 +121,17 @@ func (ex *Exchange) Finish(status int, cold bool, err error) {
 	ex.finished = true
 	d := ex.Deployment
 	took := time.Since(ex.Start)
-	d.Stats.Observe(status, took, cold)
 	d.Metrics.Request(ex.Protocol, status)
 	d.Metrics.Latency.Observe(took.Seconds())
 	if cold {
 		d.Metrics.ColdStarts.Inc()
 	}
 	served := !ex.hit && (err == nil || reachedInstance(err))
+	if served || status >= 500 {
+		// The revision's own answers (and the gateway's 5xx for it) judge a
+		// rollout; refusals at the door and cache hits do not.
+		d.Stats.Observe(status, took, cold)
+	}
 	if served {
 		d.Usage.Add(took, cold)
 	} else if ex.hit {
