@@ -11,6 +11,7 @@ import (
 	"tandem/internal/backend"
 	"tandem/internal/backend/fake"
 	"tandem/internal/controller"
+	"tandem/internal/manifest"
 	"tandem/internal/store"
 )
 
@@ -237,5 +238,46 @@ func TestTraffic_ProgressiveRollout(t *testing.T) {
 			u.Stats.Observe(200, time.Millisecond, false)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// BenchmarkRoute is what routing costs a request: the plain lookup of a
+// model with no plan, and a canary split with a header route and a sticky
+// header.
+func BenchmarkRoute(b *testing.B) {
+	st, err := store.Open(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	c := controller.New(controller.Config{Store: st, Backends: map[string]backend.Backend{"process": fake.New(http.NotFoundHandler())},
+		DefaultBackend: "process", Tick: time.Hour})
+	if err := c.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	defer c.Shutdown(context.Background())
+	ctx := context.Background()
+	for _, y := range []string{"name: plain\nruntime: {command: [x]}\n", "name: split\nruntime: {command: [x]}\n"} {
+		m, _ := manifest.Parse([]byte(y), "")
+		if _, err := c.Apply(ctx, m); err != nil {
+			b.Fatal(err)
+		}
+	}
+	m2, _ := manifest.Parse([]byte("name: split\nruntime: {command: [y]}\n"), "")
+	twenty := 20
+	if _, err := c.Deploy(ctx, m2, controller.DeployOptions{Canary: &twenty, StickyHeader: "X-User",
+		Routes: []controller.HeaderRoute{{Header: "X-Variant", Value: "b"}}}); err != nil {
+		b.Fatal(err)
+	}
+	h := http.Header{"X-User": {"user-42"}}
+	for _, name := range []string{"plain", "split"} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := c.Route(name, h); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
