@@ -74,6 +74,10 @@ type Config struct {
 	// Retention is how many revisions without traffic each model keeps in
 	// the store (default DefaultRetention).
 	Retention int
+	// OnDelete, when set, is called with a model's name once it is
+	// deleted (here or on a shared platform), to forget what others keep
+	// of it (the gateway's shadow counters).
+	OnDelete func(name string)
 }
 
 // PeerStats carries per-deployment concurrency between tandem processes
@@ -395,14 +399,29 @@ func (c *Controller) Delete(ctx context.Context, name string) error {
 		c.mu.Unlock()
 		return err
 	}
-	units := c.unitsLocked(name)
-	delete(c.deps, name)
-	delete(c.models, name)
-	c.forgetModel(name, units)
+	units := c.dropLocked(name)
 	c.deletedAt[name] = time.Now()
 	c.publish()
 	c.mu.Unlock()
 	d.Cache.Purge()
+	return c.stopUnits(ctx, name, units, true)
+}
+
+// dropLocked forgets a model: its units leave the routing tables and what
+// the store keeps of it besides its record goes. It returns the units,
+// main first, for stopUnits. Called with c.mu held.
+func (c *Controller) dropLocked(name string) []*Deployment {
+	units := c.unitsLocked(name)
+	delete(c.deps, name)
+	delete(c.models, name)
+	c.forgetModel(name, units)
+	return units
+}
+
+// stopUnits stops a dropped model's units, removes their platform objects
+// (the main unit's only when removeMain: a model deleted on a shared
+// platform has lost them already) and forgets its metrics.
+func (c *Controller) stopUnits(ctx context.Context, name string, units []*Deployment, removeMain bool) error {
 	errs := make([]error, len(units))
 	var wg sync.WaitGroup
 	for i, u := range units {
@@ -410,7 +429,7 @@ func (c *Controller) Delete(ctx context.Context, name string) error {
 		go func() {
 			defer wg.Done()
 			errs[i] = u.shutdown(ctx)
-			if errs[i] == nil {
+			if errs[i] == nil && (i > 0 || removeMain) {
 				errs[i] = u.act.remove(ctx, u.unit)
 			}
 			c.cfg.Meter.DeploymentDeleted(u.meter, time.Now())
@@ -418,6 +437,9 @@ func (c *Controller) Delete(ctx context.Context, name string) error {
 	}
 	wg.Wait()
 	c.cfg.Metrics.Forget(name)
+	if c.cfg.OnDelete != nil {
+		c.cfg.OnDelete(name)
+	}
 	return errors.Join(errs...)
 }
 

@@ -121,15 +121,13 @@ func (c *Controller) mergeCatalog(rb backend.ReplicaBackend, recs map[string]str
 		}
 		c.log.Info("deployment deleted on the shared platform", "model", name)
 		c.cfg.Store.Delete(name)
-		delete(c.deps, name)
+		units := c.dropLocked(name)
 		c.publish()
 		d.Cache.Purge()
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			d.shutdown(ctx)
-			c.cfg.Metrics.Forget(name)
-			c.cfg.Meter.DeploymentDeleted(name, time.Now())
+			c.stopUnits(ctx, name, units, false)
 		}()
 	}
 }

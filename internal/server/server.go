@@ -174,10 +174,13 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	m := metrics.New()
 	m.Registry.MustRegister(meter)
 	m.Registry.MustRegister(templates)
+	mirror := shadow.New(shadow.Config{}, m.Registry) // shadow traffic's workers
+	stack.push(mirror.Close)
 	ctrl := controller.New(controller.Config{
 		Store: st, Backends: backends, ReplicaBackends: replicas, DefaultBackend: cfg.Backend, Metrics: m,
 		Logger: log, Tick: cfg.Tick, Meter: meter, MaxInstances: cfg.MaxInstances,
 		Runtimes: []controller.Runtime{onnx.Runtime{Self: self}, lambda.Runtime{Handler: pyRT}, pyRT}, Peers: peers.controller(),
+		OnDelete: mirror.Forget,
 	})
 	ctrlRef.Store(ctrl)
 
@@ -233,8 +236,6 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 	// The gateway: one pipeline, three doors (pass-through, v2 REST, v2 gRPC).
 	gw := gateway.New(ctrl, log)
-	mirror := shadow.New(shadow.Config{}, m.Registry) // shadow traffic's workers
-	stack.push(mirror.Close)
 	gw.SetMirror(mirror)
 	admin.SetShadowStats(func(model string) any { return mirror.Stats(model) })
 	switch cfg.Auth {
