@@ -139,6 +139,7 @@ func New(cfg Config) *Controller {
 		deletedAt: map[string]time.Time{}, models: map[string]*model{}}
 	c.publish()
 	cfg.Metrics.RegisterGauges(c)
+	cfg.Metrics.Registry.MustRegister(revisionMetrics{c})
 	return c
 }
 
@@ -564,12 +565,20 @@ func (c *Controller) FollowLogs(ctx context.Context, name string, tail int, w io
 }
 
 // Gauges implements metrics.GaugeSource.
+// A model's figures are the sum over its running revisions.
 func (c *Controller) Gauges(fn func(model string, inflight, queued int, instances map[string]int)) {
-	for _, d := range *c.snap.Load() {
-		st := d.Status()
-		fn(d.Name, d.Pool.InFlight(), d.Pool.Queued(), map[string]int{
-			"starting": st.Starting, "ready": st.Ready, "draining": st.Draining,
-		})
+	for name, main := range *c.snap.Load() {
+		var inflight, queued int
+		inst := map[string]int{"starting": 0, "ready": 0, "draining": 0}
+		for _, d := range c.unitsOf(name, main) {
+			st := d.Status()
+			inflight += st.InFlight
+			queued += st.Queued
+			inst["starting"] += st.Starting
+			inst["ready"] += st.Ready
+			inst["draining"] += st.Draining
+		}
+		fn(name, inflight, queued, inst)
 	}
 }
 

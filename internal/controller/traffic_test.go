@@ -12,6 +12,7 @@ import (
 	"tandem/internal/backend/fake"
 	"tandem/internal/controller"
 	"tandem/internal/manifest"
+	"tandem/internal/metrics"
 	"tandem/internal/store"
 )
 
@@ -279,5 +280,79 @@ func BenchmarkRoute(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// /metrics has each running revision's share and counters, and the
+// model's instance gauges sum its revisions.
+func TestTraffic_Metrics(t *testing.T) {
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	m := metrics.New()
+	c := controller.New(controller.Config{Store: st, Backends: map[string]backend.Backend{"process": fake.New(http.NotFoundHandler())},
+		DefaultBackend: "process", Tick: 20 * time.Millisecond, Metrics: m})
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Shutdown(context.Background())
+	ctx := context.Background()
+	v1 := parse(t, "name: a\nmode: dedicated\nruntime: {command: [one]}\n")
+	v2 := parse(t, "name: a\nmode: dedicated\nruntime: {command: [two]}\n")
+	if _, err := c.Apply(ctx, v1); err != nil {
+		t.Fatal(err)
+	}
+	thirty := 30
+	if _, err := c.Deploy(ctx, v2, controller.DeployOptions{Canary: &thirty}); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range c.Units("a") {
+		u.Stats.Observe(200, time.Millisecond, false)
+		if u.Revision() == v2.Hash() {
+			u.Stats.Observe(503, time.Millisecond, true)
+		}
+	}
+	got := map[string]float64{}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mfs, err := m.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			for _, mt := range mf.GetMetric() {
+				key := mf.GetName()
+				for _, l := range mt.GetLabel() {
+					if l.GetName() == "revision" || l.GetName() == "state" {
+						key += "/" + l.GetValue()
+					}
+				}
+				switch {
+				case mt.GetCounter() != nil:
+					got[key] = mt.GetCounter().GetValue()
+				case mt.GetGauge() != nil:
+					got[key] = mt.GetGauge().GetValue()
+				}
+			}
+		}
+		if got["tandem_instances/ready"] == 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for key, want := range map[string]float64{
+		"tandem_revision_traffic_percent/" + v1.Hash():   70,
+		"tandem_revision_traffic_percent/" + v2.Hash():   30,
+		"tandem_revision_requests_total/" + v1.Hash():    1,
+		"tandem_revision_requests_total/" + v2.Hash():    2,
+		"tandem_revision_errors_total/" + v2.Hash():      1,
+		"tandem_revision_cold_starts_total/" + v2.Hash(): 1,
+		"tandem_instances/ready":                         2, // one per revision
+	} {
+		if got[key] != want {
+			t.Errorf("%s = %v, want %v", key, got[key], want)
+		}
 	}
 }
