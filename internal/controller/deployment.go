@@ -55,8 +55,9 @@ type Deployment struct {
 	c    *Controller
 	act  actuator
 	log  *slog.Logger
-	rec  atomic.Pointer[store.Record]
-	meta atomic.Pointer[decodedMeta]
+	rec   atomic.Pointer[store.Record]
+	meta  atomic.Pointer[decodedMeta]
+	revOf atomic.Pointer[revisionOf] // Revision's cache
 	// Replica mode with a shared catalog: follow means the current record
 	// came from the platform (another tandem applied it), so this process
 	// must not apply objects; seenAt (unix ns, 0 = never) is when the
@@ -188,8 +189,23 @@ func (d *Deployment) metered(m *manifest.Manifest) *manifest.Manifest {
 	return &c
 }
 
-// Revision is the revision this deployment runs (its manifest's hash).
-func (d *Deployment) Revision() string { return d.rec.Load().Manifest.Hash() }
+// Revision is the revision this deployment runs (its manifest's hash),
+// computed once per record: the request path asks for it (batch keys,
+// shadow labels).
+func (d *Deployment) Revision() string {
+	rec := d.rec.Load()
+	if c := d.revOf.Load(); c != nil && c.rec == rec {
+		return c.rev
+	}
+	rev := rec.Manifest.Hash()
+	d.revOf.Store(&revisionOf{rec: rec, rev: rev})
+	return rev
+}
+
+type revisionOf struct {
+	rec *store.Record
+	rev string
+}
 
 // Manifest returns the deployment's current manifest. Read only.
 func (d *Deployment) Manifest() *manifest.Manifest { return d.rec.Load().Manifest }
