@@ -52,9 +52,9 @@ type Deployment struct {
 	// unit started for a canary, a tag or a shadow (traffic.go).
 	unit, meter string
 
-	c    *Controller
-	act  actuator
-	log  *slog.Logger
+	c     *Controller
+	act   actuator
+	log   *slog.Logger
 	rec   atomic.Pointer[store.Record]
 	meta  atomic.Pointer[decodedMeta]
 	revOf atomic.Pointer[revisionOf] // Revision's cache
