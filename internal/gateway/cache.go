@@ -1,23 +1,18 @@
 package gateway
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"tandem/internal/cache"
 	"tandem/internal/inference"
-	"tandem/internal/problem"
 )
 
 // HeaderCache says how the response cache took a cacheable request: hit
@@ -297,31 +292,13 @@ func (ex *Exchange) cachePassThrough(w http.ResponseWriter, r *http.Request) (ht
 	if r.ContentLength > MaxCacheBody {
 		return w, false
 	}
-	rc := http.NewResponseController(w)
-	rc.SetReadDeadline(time.Now().Add(ex.Timeout()))
-	body, err := io.ReadAll(io.LimitReader(r.Body, MaxCacheBody+1))
-	rc.SetReadDeadline(time.Time{})
-	if err != nil {
-		pe := problem.New(http.StatusBadRequest, "read_error", "reading the request body: "+err.Error())
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			pe = problem.New(http.StatusRequestTimeout, "body_timeout",
-				fmt.Sprintf("model %q: the request body did not arrive within timeouts.request", ex.Model))
-		}
-		w.Header().Set(HeaderColdStart, "false")
-		w.Header().Set("Connection", "close") // or net/http reads the rest of the body first
-		problem.Write(w, pe)
-		ex.Finish(pe.Status, false, pe)
+	body, whole, answered := bufferBody(w, r, ex, MaxCacheBody)
+	if answered {
 		return w, true
 	}
-	if len(body) > MaxCacheBody {
-		r.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.MultiReader(bytes.NewReader(body), r.Body), r.Body}
+	if !whole {
 		return w, false
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	r.ContentLength = int64(len(body))
 	return ex.cached(w, r, target, body, 0)
 }
 

@@ -86,12 +86,8 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	}
 	sw := &statusWriter{ResponseWriter: w}
 	if ex.Shadow != nil {
-		pair, dig, err := g.mirrorPassThrough(w, r, ex)
-		if err != nil {
-			pe := problem.New(http.StatusBadRequest, "body_read_failed", fmt.Sprintf("model %q: reading the request body: %v", ex.Model, err))
-			sw.Header().Set(HeaderColdStart, "false")
-			problem.Write(sw, pe)
-			ex.Finish(sw.code(), false, pe)
+		pair, dig, answered := g.mirrorPassThrough(w, r, ex)
+		if answered {
 			return
 		}
 		if pair != nil {

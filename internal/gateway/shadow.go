@@ -3,12 +3,16 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"time"
 
 	"tandem/internal/controller"
 	"tandem/internal/pool"
+	"tandem/internal/problem"
 	"tandem/internal/shadow"
 )
 
@@ -80,23 +84,22 @@ func (b *releaseBody) Close() error {
 
 // mirrorPassThrough prepares the mirroring of a pass-through request: it
 // reads a small body into memory (r.Body then reads from it) within the
-// request's timeout. It returns nil when the request is not mirrored, and
-// an error when the body could not be read.
-func (g *Gateway) mirrorPassThrough(w http.ResponseWriter, r *http.Request, ex *Exchange) (*shadow.Pair, *shadow.Digest, error) {
+// request's timeout. It returns a nil pair when the request is not
+// mirrored, and answered when reading the body failed and the client has
+// its answer.
+func (g *Gateway) mirrorPassThrough(w http.ResponseWriter, r *http.Request, ex *Exchange) (*shadow.Pair, *shadow.Digest, bool) {
 	if g.mirror == nil || ex.Shadow == nil || r.ContentLength < 0 || r.ContentLength > maxShadowBody || upgradeType(r.Header) != "" {
-		return nil, nil, nil // not mirrored (see the package comment)
+		return nil, nil, false // not mirrored (see the package comment)
 	}
 	var body []byte
 	if r.ContentLength > 0 {
-		rc := http.NewResponseController(w)
-		rc.SetReadDeadline(time.Now().Add(ex.Timeout()))
-		body = make([]byte, r.ContentLength)
-		_, err := io.ReadFull(r.Body, body)
-		rc.SetReadDeadline(time.Time{})
-		if err != nil {
-			return nil, nil, err
+		var whole, answered bool
+		if body, whole, answered = bufferBody(w, r, ex, maxShadowBody); answered {
+			return nil, nil, true
 		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
+		if !whole {
+			return nil, nil, false
+		}
 	}
 	target := modelPath(r)
 	if r.URL.RawQuery != "" {
@@ -104,9 +107,44 @@ func (g *Gateway) mirrorPassThrough(w http.ResponseWriter, r *http.Request, ex *
 	}
 	pair := g.mirrorCopy(ex.Shadow, r.Method, target, r.Header, body)
 	if pair == nil {
-		return nil, nil, nil
+		return nil, nil, false
 	}
-	return pair, shadow.NewDigest(), nil
+	return pair, shadow.NewDigest(), false
+}
+
+// bufferBody reads up to limit bytes of r's body into memory within the
+// exchange's timeouts.request and puts them back in front of what is left,
+// so that r.Body reads as before. whole says the body fit (r.ContentLength
+// is then its length). When reading fails, the client is answered (408
+// for a body that did not arrive in time, else 400), the exchange
+// finished, and answered is true.
+func bufferBody(w http.ResponseWriter, r *http.Request, ex *Exchange, limit int64) (body []byte, whole, answered bool) {
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(ex.Timeout()))
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	rc.SetReadDeadline(time.Time{})
+	if err != nil {
+		pe := problem.New(http.StatusBadRequest, "read_error", "reading the request body: "+err.Error())
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			pe = problem.New(http.StatusRequestTimeout, "body_timeout",
+				fmt.Sprintf("model %q: the request body did not arrive within timeouts.request", ex.Model))
+		}
+		w.Header().Set(HeaderColdStart, "false")
+		w.Header().Set("Connection", "close") // or net/http reads the rest of the body first
+		problem.Write(w, pe)
+		ex.Finish(pe.Status, false, pe)
+		return nil, false, true
+	}
+	if int64(len(body)) > limit {
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(body), r.Body), r.Body}
+		return nil, false, false
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	return body, true, false
 }
 
 // teeBody feeds a primary's answer into the shadow's digest as it is read
