@@ -32,7 +32,7 @@ func addSplitFlags(cmd *cobra.Command) *splitFlags {
 	f := cmd.Flags()
 	f.IntVar(&t.canary, "canary", -1, "send this percent of the requests to the new revision; the current one keeps the rest")
 	f.StringVar(&t.tag, "tag", "", "name the new revision (reach it at /models/NAME@TAG/ or with X-Tandem-Revision: TAG); alone, it gets no untagged traffic")
-	f.StringArrayVar(&t.routes, "route", nil, "send requests whose header has a value to the new revision: HEADER=VALUE (repeatable)")
+	f.StringArrayVar(&t.routes, "route", nil, "send requests whose header has a value to the new revision (HEADER=VALUE) or to another one (HEADER=VALUE:REV); repeatable")
 	f.IntVar(&t.shadow, "shadow", -1, "mirror this percent of the requests to the new revision; callers only see the current one's answers")
 	f.StringVar(&t.sticky, "sticky-header", "", "split by a hash of this header's value, so one user stays on one revision")
 	return t
@@ -55,11 +55,12 @@ func (t *splitFlags) options(cmd *cobra.Command) (*controller.DeployOptions, err
 		o.StickyHeader, set = t.sticky, true
 	}
 	for _, r := range t.routes {
-		h, v, ok := strings.Cut(r, "=")
+		hv, rev, _ := strings.Cut(r, ":")
+		h, v, ok := strings.Cut(hv, "=")
 		if !ok || h == "" {
-			return nil, usageErrorf("--route %q: want HEADER=VALUE", r)
+			return nil, usageErrorf("--route %q: want HEADER=VALUE or HEADER=VALUE:REV", r)
 		}
-		o.Routes, set = append(o.Routes, controller.HeaderRoute{Header: h, Value: v}), true
+		o.Routes, set = append(o.Routes, controller.HeaderRoute{Header: h, Value: v, Revision: rev}), true
 	}
 	if !set {
 		return nil, nil

@@ -26,8 +26,8 @@ type DeployOptions struct {
 	// Tag names the new revision; without Canary it gets no untagged
 	// traffic (a Knative tag at 0%).
 	Tag string `json:"tag,omitempty"`
-	// Routes send requests with a header value to the new revision (their
-	// Revision is filled in), ahead of the split.
+	// Routes send requests with a header value to a revision (the new one
+	// when Revision is empty), ahead of the split.
 	Routes []HeaderRoute `json:"routes,omitempty"`
 	// Shadow, when set, mirrors this percent of the requests to the new
 	// revision.
@@ -127,7 +127,16 @@ func (c *Controller) stage(ctx context.Context, main *Deployment, rev *Revision,
 		msgs = append(msgs, fmt.Sprintf("tag %s -> %s", o.Tag, newRev))
 	}
 	for _, r := range o.Routes {
-		r.Header, r.Revision = http.CanonicalHeaderKey(r.Header), newRev
+		r.Header = http.CanonicalHeaderKey(r.Header)
+		if r.Revision == "" {
+			r.Revision = newRev
+		} else {
+			rev, err := c.resolveRevision(name, r.Revision)
+			if err != nil {
+				return err
+			}
+			r.Revision = rev
+		}
 		t.Routes = append(withoutRoute(t.Routes, r.Header, r.Value), r)
 		msgs = append(msgs, fmt.Sprintf("route %s=%s -> %s", r.Header, r.Value, newRev))
 	}
