@@ -121,6 +121,19 @@ func TestTraffic_CanaryTagsRoutesPromote(t *testing.T) {
 			t.Fatalf("rolled back revision not marked: %+v", r)
 		}
 	}
+	// A deploy's route may name another revision (by prefix): its unit is
+	// started from the store.
+	v3 := parse(t, "name: a\nruntime: {command: [three]}\n")
+	if _, err := c.Deploy(ctx, v3, controller.DeployOptions{Tag: "three",
+		Routes: []controller.HeaderRoute{{Header: "X-Old", Value: "1", Revision: v1.Hash()[:6]}}}); err != nil {
+		t.Fatal(err)
+	}
+	if rev := route(t, c, "a", http.Header{"X-Old": {"1"}}).Revision(); rev != v1.Hash() {
+		t.Fatalf("route to a named revision went to %s", rev)
+	}
+	if rev := route(t, c, "a@three", nil).Revision(); rev != v3.Hash() {
+		t.Fatalf("tag three went to %s", rev)
+	}
 }
 
 // The traffic survives a restart, and old revisions without traffic are
