@@ -246,11 +246,15 @@ func models(t *testing.T) map[string]func(*testing.T) model {
 
 // TestBench_sporadic: on sporadic traffic serverless pays for cold starts
 // but not for idle instances; dedicated has no cold starts and pays for
-// being idle. recommend, simulating the same requests, agrees.
+// being idle. recommend, simulating the same requests, agrees. At 1 request
+// a second (the gaps well above idle_timeout) the fake model's serverless
+// cost a quarter less than dedicated in one run ($0.000105, $0.000137); at
+// 2 a second the two were 8% apart, and a loaded machine's slower starts
+// turned the order round once.
 func TestBench_sporadic(t *testing.T) {
 	for name, mk := range models(t) {
 		t.Run(name, func(t *testing.T) {
-			rep, rec := run(t, mk(t), loadgen.Spec{Pattern: loadgen.Sporadic, Rate: 2, Duration: 10 * time.Second, Seed: 1}, name == "fakemodel")
+			rep, rec := run(t, mk(t), loadgen.Spec{Pattern: loadgen.Sporadic, Rate: 1, Duration: 10 * time.Second, Seed: 1}, name == "fakemodel")
 			checkJSON(t, rep)
 			m := byMode(rep)
 			sl, ded := m[manifest.Serverless], m[manifest.Dedicated]

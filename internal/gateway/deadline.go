@@ -114,11 +114,15 @@ func (g *Gateway) acquireWithin(ctx context.Context, d *controller.Deployment) (
 	}
 	name := d.Manifest().Name
 	retry := (est + time.Second - 1) / time.Second
+	shown := est.Round(time.Millisecond)
+	if shown == 0 { // a start under half a millisecond is not "0s"
+		shown = est.Round(time.Microsecond)
+	}
 	e := problem.New(http.StatusServiceUnavailable, CodeColdStartExceedsDeadline, fmt.Sprintf(
 		"model %q: no instance is warm and its expected cold start (%s) exceeds the request's deadline (%s); an instance is starting: retry in %ds",
-		name, est.Round(time.Millisecond), limit, retry))
+		name, shown, limit, retry))
 	e.RetryAfter = est
-	e.Header = http.Header{HeaderColdStartEstimate: {est.Round(time.Millisecond).String()}}
+	e.Header = http.Header{HeaderColdStartEstimate: {shown.String()}}
 	return nil, nil, e
 }
 
