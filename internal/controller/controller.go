@@ -326,9 +326,6 @@ func (c *Controller) Deploy(ctx context.Context, m *manifest.Manifest, o DeployO
 		if err := c.putRevision(revRec); err != nil {
 			return "", err
 		}
-		if err := c.supersede(d, rev, now); err != nil {
-			return "", err
-		}
 		if err := c.stage(ctx, d, revRec, o, now); err != nil {
 			return "", err
 		}

@@ -88,10 +88,13 @@ func (c *Controller) Apply(ctx context.Context, m *manifest.Manifest) (Result, e
 func (c *Controller) stage(ctx context.Context, main *Deployment, rev *Revision, o DeployOptions, now time.Time) error {
 	name := main.Name
 	md := c.modelLocked(name)
-	t := md.traffic
+	t := cloneTraffic(md.traffic) // kept only if all of it applies
 	newRev := rev.Revision
 	mainRev := main.Revision()
 	var msgs []string
+	if msg := c.supersede(main, t, newRev); msg != "" {
+		msgs = append(msgs, msg)
+	}
 	switch {
 	case o.Canary != nil:
 		if err := shiftTo(t, mainRev, newRev, *o.Canary); err != nil {
@@ -138,7 +141,7 @@ func (c *Controller) stage(ctx context.Context, main *Deployment, rev *Revision,
 			r.Revision = rev
 		}
 		t.Routes = append(withoutRoute(t.Routes, r.Header, r.Value), r)
-		msgs = append(msgs, fmt.Sprintf("route %s=%s -> %s", r.Header, r.Value, newRev))
+		msgs = append(msgs, fmt.Sprintf("route %s=%s -> %s", r.Header, r.Value, r.Revision))
 	}
 	if o.Shadow != nil {
 		t.Shadow = &ShadowTarget{Revision: newRev, Percent: *o.Shadow}
@@ -153,6 +156,7 @@ func (c *Controller) stage(ctx context.Context, main *Deployment, rev *Revision,
 	for _, msg := range msgs {
 		c.log.Info("traffic", "model", name, "change", t.event(now, "%s", msg))
 	}
+	md.traffic = t
 	return c.syncUnits(ctx, name)
 }
 

@@ -616,25 +616,19 @@ func (c *Controller) tagMain(ctx context.Context, d *Deployment, o DeployOptions
 	return c.syncUnits(ctx, d.Name)
 }
 
-// supersede ends a progressive rollout in progress when another revision
-// is deployed: its share returns to the main revision. Called with c.mu
-// held.
-func (c *Controller) supersede(main *Deployment, rev string, now time.Time) error {
-	md := c.models[main.Name]
-	if md == nil || md.traffic == nil {
-		return nil
-	}
-	t := md.traffic
+// supersede ends a progressive rollout in progress in t when another
+// revision is deployed: its share returns to the main revision. It returns
+// the event to record, or "". Called with c.mu held.
+func (c *Controller) supersede(main *Deployment, t *Traffic, rev string) string {
 	p := t.Rollout
 	if p == nil || p.State.Phase != rollout.Progressing || p.Revision == rev {
-		return nil
+		return ""
 	}
 	p.State.Phase, p.State.Reason = rollout.Failed, "superseded by revision "+rev
 	c.markFailed(main.Name, p.Revision, p.State.Reason)
 	t.Split[main.Revision()] += t.Split[p.Revision]
 	delete(t.Split, p.Revision)
-	t.event(now, "rollout of %s superseded by %s", p.Revision, rev)
-	return nil
+	return fmt.Sprintf("rollout of %s superseded by %s", p.Revision, rev)
 }
 
 // rename moves what names revision from to revision to (the main unit
