@@ -134,6 +134,18 @@ func TestTraffic_CanaryTagsRoutesPromote(t *testing.T) {
 	if rev := route(t, c, "a@three", nil).Revision(); rev != v3.Hash() {
 		t.Fatalf("tag three went to %s", rev)
 	}
+	// A deploy whose route names no revision is refused and changes
+	// nothing of the traffic.
+	before, _ := c.Traffic("a")
+	v4 := parse(t, "name: a\nruntime: {command: [four]}\n")
+	if _, err := c.Deploy(ctx, v4, controller.DeployOptions{Canary: &twenty,
+		Routes: []controller.HeaderRoute{{Header: "X-Old", Value: "2", Revision: "ffffffff"}}}); err == nil {
+		t.Fatal("a route to an unknown revision was taken")
+	}
+	after, _ := c.Traffic("a")
+	if fmt.Sprint(after.Traffic.Split, after.Traffic.Routes, after.Traffic.Tags) != fmt.Sprint(before.Traffic.Split, before.Traffic.Routes, before.Traffic.Tags) {
+		t.Fatalf("a refused deploy changed the traffic: %+v -> %+v", before.Traffic, after.Traffic)
+	}
 }
 
 // The traffic survives a restart, and old revisions without traffic are
