@@ -110,6 +110,9 @@ type Controller struct {
 	// plans their routing tables, read per request (traffic.go).
 	models map[string]*model
 	plans  atomic.Pointer[map[string]*plan]
+	// retiring holds the units retireUnit is stopping, so that Shutdown
+	// stops them too when tandem stops first.
+	retiring map[*Deployment]struct{}
 
 	done     chan struct{} // closed by Shutdown: background loops end
 	doneOnce sync.Once
@@ -136,7 +139,7 @@ func New(cfg Config) *Controller {
 		cfg.Metrics = metrics.New()
 	}
 	c := &Controller{cfg: cfg, log: cfg.Logger.With("component", "controller"), deps: map[string]*Deployment{}, done: make(chan struct{}),
-		deletedAt: map[string]time.Time{}, models: map[string]*model{}}
+		deletedAt: map[string]time.Time{}, models: map[string]*model{}, retiring: map[*Deployment]struct{}{}}
 	c.publish()
 	cfg.Metrics.RegisterGauges(c)
 	cfg.Metrics.Registry.MustRegister(revisionMetrics{c})
@@ -448,6 +451,9 @@ func (c *Controller) Shutdown(ctx context.Context) error {
 	deps := make([]*Deployment, 0, len(c.deps))
 	for name := range c.deps {
 		deps = append(deps, c.unitsLocked(name)...)
+	}
+	for u := range c.retiring {
+		deps = append(deps, u)
 	}
 	c.mu.Unlock()
 	var wg sync.WaitGroup

@@ -425,11 +425,25 @@ func extraKeys(name, rev string) (unit, meter string) {
 // that were routed to it before the plan changed have taken an instance
 // (or after the startup timeout), so that no request fails for it.
 func (c *Controller) retireUnit(u *Deployment) {
+	c.retiring[u] = struct{}{} // Shutdown stops it too if tandem stops first
 	go func() {
-		time.Sleep(time.Second)
+		defer func() {
+			c.mu.Lock()
+			delete(c.retiring, u)
+			c.mu.Unlock()
+		}()
+		select { // let requests routed before the plan changed take an instance
+		case <-time.After(time.Second):
+		case <-u.ended:
+			return
+		}
 		wait := time.Now().Add(u.Manifest().Timeouts.Startup.D())
 		for u.Pool.Queued() > 0 && time.Now().Before(wait) {
-			time.Sleep(100 * time.Millisecond)
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-u.ended:
+				return
+			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), u.Manifest().Timeouts.Request.D()+u.Manifest().Timeouts.Grace.D()+time.Minute)
 		defer cancel()

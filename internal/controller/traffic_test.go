@@ -381,3 +381,38 @@ func TestTraffic_Metrics(t *testing.T) {
 		}
 	}
 }
+
+// A revision being retired when tandem stops is stopped with the rest: no
+// instance is left behind.
+func TestTraffic_ShutdownStopsRetiringUnits(t *testing.T) {
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	fb := fake.New(http.NotFoundHandler())
+	c := controller.New(controller.Config{Store: st, Backends: map[string]backend.Backend{"process": fb},
+		DefaultBackend: "process", Tick: 20 * time.Millisecond})
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := c.Apply(ctx, parse(t, "name: a\nmode: dedicated\nruntime: {command: [one]}\n")); err != nil {
+		t.Fatal(err)
+	}
+	half := 50
+	if _, err := c.Deploy(ctx, parse(t, "name: a\nmode: dedicated\nruntime: {command: [two]}\n"), controller.DeployOptions{Canary: &half}); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "two instances", func() bool { l, _ := fb.List(ctx); return len(l) == 2 })
+	if err := c.Rollback(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	// The canary's unit waits a second before it stops; tandem stops now.
+	if err := c.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := fb.List(ctx); len(l) != 0 {
+		t.Fatalf("instances left after shutdown: %+v", l)
+	}
+}
