@@ -165,8 +165,16 @@ func TestTemplates_Lifecycle(t *testing.T) {
 	if ex := <-w3; ex.Err == nil && ex.Signal == "" {
 		t.Fatalf("i3 after Close: %v", ex)
 	}
-	if s, e := meter.counts(); s != 2 || e != 2 {
-		t.Fatalf("meter heard %d starts and %d ends, want 2 and 2", s, e)
+	// The template's end is reported once it has exited, which can come
+	// after its instance's (poll: a bound against hangs, not a timing).
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		s, e := meter.counts()
+		if s == 2 && e == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("meter heard %d starts and %d ends, want 2 and 2", s, e)
+		}
 	}
 	for _, pid := range []int{pid1, pid2, tpl} {
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
