@@ -211,77 +211,61 @@ drain and stop. Setting the split by hand stops a progressive rollout.`,
 	return cmd
 }
 
+// trafficCmd is a rollout subcommand that calls the control API and prints
+// the model's traffic it answers with.
+func trafficCmd(c *cobra.Command, call func(cmd *cobra.Command, args []string) (*controller.TrafficStatus, error)) *cobra.Command {
+	out := addOutput(c, false)
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		ts, err := call(cmd, args)
+		if err != nil {
+			return err
+		}
+		return out.Print(cmd.OutOrStdout(), ts, func(w io.Writer, _ bool) error {
+			printTraffic(w, ts)
+			return nil
+		})
+	}
+	return c
+}
+
 func rolloutStatusCmd() *cobra.Command {
-	var out *Output
-	cmd := &cobra.Command{
+	return trafficCmd(&cobra.Command{
 		Use:               "status NAME",
 		Short:             "Show a model's split, tags, routes, shadow, progressive rollout steps and events",
 		Example:           "  tandem rollout status iris\n  tandem rollout status iris -o json",
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeDeployments,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ts, err := client(cmd).Traffic(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return out.Print(cmd.OutOrStdout(), ts, func(w io.Writer, _ bool) error {
-				printTraffic(w, ts)
-				return nil
-			})
-		},
-	}
-	out = addOutput(cmd, false)
-	return cmd
+	}, func(cmd *cobra.Command, args []string) (*controller.TrafficStatus, error) {
+		return client(cmd).Traffic(cmd.Context(), args[0])
+	})
 }
 
 func rolloutPromoteCmd() *cobra.Command {
-	var out *Output
-	cmd := &cobra.Command{
+	return trafficCmd(&cobra.Command{
 		Use:               "promote NAME [REV]",
 		Short:             "Give a revision (default: the rollout's or the canary) all the traffic and make it the main one",
 		Example:           "  tandem rollout promote iris\n  tandem rollout promote iris 9c1b",
 		Args:              cobra.RangeArgs(1, 2),
 		ValidArgsFunction: onlyFirst(completeDeployments),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			rev := ""
-			if len(args) == 2 {
-				rev = args[1]
-			}
-			ts, err := client(cmd).Promote(cmd.Context(), args[0], rev)
-			if err != nil {
-				return err
-			}
-			return out.Print(cmd.OutOrStdout(), ts, func(w io.Writer, _ bool) error {
-				printTraffic(w, ts)
-				return nil
-			})
-		},
-	}
-	out = addOutput(cmd, false)
-	return cmd
+	}, func(cmd *cobra.Command, args []string) (*controller.TrafficStatus, error) {
+		rev := ""
+		if len(args) == 2 {
+			rev = args[1]
+		}
+		return client(cmd).Promote(cmd.Context(), args[0], rev)
+	})
 }
 
 func rolloutRollbackCmd() *cobra.Command {
-	var out *Output
-	cmd := &cobra.Command{
+	return trafficCmd(&cobra.Command{
 		Use:               "rollback NAME",
 		Short:             "Send all traffic back to the main revision; the others drain and stop",
 		Example:           "  tandem rollout rollback iris",
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeDeployments,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ts, err := client(cmd).Rollback(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return out.Print(cmd.OutOrStdout(), ts, func(w io.Writer, _ bool) error {
-				printTraffic(w, ts)
-				return nil
-			})
-		},
-	}
-	out = addOutput(cmd, false)
-	return cmd
+	}, func(cmd *cobra.Command, args []string) (*controller.TrafficStatus, error) {
+		return client(cmd).Rollback(cmd.Context(), args[0])
+	})
 }
 
 func printTraffic(w io.Writer, ts *controller.TrafficStatus) {

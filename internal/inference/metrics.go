@@ -1,11 +1,10 @@
 package inference
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"tandem/internal/batcher"
+	promreg "tandem/internal/metrics"
 )
 
 // metrics are the batching metrics. A nil *metrics keeps nothing.
@@ -41,26 +40,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Requests to a model with batching on that went alone, by reason (parameters, shape, too_many_rows).",
 		}, []string{"model", "reason"}),
 	}
-	m.batchSize = register(reg, m.batchSize)
-	m.batchRows = register(reg, m.batchRows)
-	m.queueDelay = register(reg, m.queueDelay)
-	m.unbatched = register(reg, m.unbatched)
+	m.batchSize = promreg.Register(reg, m.batchSize)
+	m.batchRows = promreg.Register(reg, m.batchRows)
+	m.queueDelay = promreg.Register(reg, m.queueDelay)
+	m.unbatched = promreg.Register(reg, m.unbatched)
 	return m
-}
-
-// register registers c, or returns the collector already registered in its
-// place (a second Service on the same registry shares the metrics).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(err)
-	}
-	return c
 }
 
 func (m *metrics) observe(model string, st batcher.Stats) {

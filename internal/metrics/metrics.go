@@ -4,6 +4,7 @@
 package metrics
 
 import (
+	"errors"
 	"strconv"
 	"sync"
 
@@ -172,4 +173,20 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descInstances, prometheus.GaugeValue, float64(instances[st]), model, st)
 		}
 	})
+}
+
+// Register registers c on reg, or returns the collector already registered
+// in its place, so that two users of one registry (two inference Services,
+// two shadow Mirrors) share the series instead of panicking.
+func Register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic(err)
+	}
+	return c
 }

@@ -1,7 +1,6 @@
 package shadow
 
 import (
-	"errors"
 	"math"
 	"sort"
 	"sync"
@@ -9,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"tandem/internal/metrics"
 )
 
 // Stats is one shadow revision's counters, for status display.
@@ -60,25 +61,10 @@ func newVecs(reg prometheus.Registerer) *vecs {
 		}, []string{"model", "revision"}),
 	}
 	if reg != nil {
-		v.requests = register(reg, v.requests)
-		v.duration = register(reg, v.duration)
+		v.requests = metrics.Register(reg, v.requests)
+		v.duration = metrics.Register(reg, v.duration)
 	}
 	return v
-}
-
-// register registers c, or returns the collector already registered in its
-// place (a second Mirror on the same registry shares the series).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(err)
-	}
-	return c
 }
 
 // series is the counters of one (model, revision). The Prometheus children
